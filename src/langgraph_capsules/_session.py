@@ -1,0 +1,82 @@
+"""The capsule session: how a member's own LLM call is parked and answered later.
+
+The capsule node runs each member's original function in a context copy where
+``SESSION`` holds that member's :class:`Slot`. The member's first plain call on a
+:class:`~langgraph_capsules.CapsuleChatModel` *parks* on the slot (its messages are
+handed to the capsule node) and blocks until the capsule node answers it with text
+cut from the merged reply, tells it to pass through, or aborts it. Sessions are
+one-shot: a member's later calls pass straight through to the real model.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+__all__ = ["PASS_THROUGH", "SESSION", "MergeAbort", "Parked", "Slot"]
+
+
+class _PassThrough:
+    def __repr__(self) -> str:
+        return "PASS_THROUGH"
+
+
+PASS_THROUGH: Any = _PassThrough()
+"""Answer telling a parked call to make its own real call (nothing to merge it with)."""
+
+
+class MergeAbort(BaseException):  # noqa: N818 - a signal, not an error for users
+    """Raised inside a member whose parked call cannot be answered from the merged reply.
+
+    A ``BaseException`` so that a member's own ``except Exception:`` cannot swallow it
+    and hand back a bogus update; the capsule node re-runs that member as its original
+    node instead.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Parked:
+    """A member's LLM call waiting for the merged answer."""
+
+    messages: list[BaseMessage]
+    kwargs: dict[str, Any]
+    model: Any  # the CapsuleChatModel the call was made on
+    """The proxy the member called; only calls on the same model are merged together."""
+
+
+@dataclass
+class Slot:
+    """One member's session inside one capsule run."""
+
+    group: str
+    member: str
+    tier: str
+    parked: concurrent.futures.Future[Parked] = field(default_factory=concurrent.futures.Future)
+    answer: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    unmergeable: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def open(self) -> bool:
+        """True until the member's first mergeable call has parked (one-shot)."""
+        return not self.parked.done()
+
+    def park(self, messages: list[BaseMessage], kwargs: dict[str, Any], model: Any) -> bool:
+        """Park a call; False if this slot was already used (the call must pass through)."""
+        with self._lock:
+            if self.parked.done():
+                return False
+            self.parked.set_result(Parked(list(messages), dict(kwargs), model))
+            return True
+
+
+SESSION: ContextVar[Slot | None] = ContextVar("langgraph_capsules_session", default=None)

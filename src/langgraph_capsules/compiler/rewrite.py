@@ -1,0 +1,171 @@
+"""Rewrite a builder copy: keep every node, add ``capsule__G``/``gate__G`` per group.
+
+Wiring per group ``G`` (all decisions are static; names are deterministic so that a
+rebuilt graph resumes its own checkpoints)::
+
+    P --(router: fine)--> members --> gate__G --> successors
+    P --(router: compound)--> capsule__G --(ok)--> gate__G
+                                         --(fallback)--> failed members --> gate__G
+
+* **Exit.** ``gate__G`` takes over the members' out-edges: plain edges and places in
+  fan-in joins. Every member gets an edge to the gate.
+* **Entry.** Plain edges ``P -> member`` become one router branch on ``P`` (so a fine
+  run costs no extra superstep); a fan-in join into the members becomes a join into
+  ``capsule__G``, which then routes fine runs to the members.
+* **Successor joins.** A node fed by plain edges from several siblings of the original
+  graph (which always ran in one superstep) gets a fan-in join over the rewritten
+  sources instead, so it still runs once when one group takes the fallback path and
+  finishes a superstep later than its siblings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypedDict, get_type_hints
+
+from langgraph.graph import StateGraph
+
+from langgraph_capsules._compat import END, RunnableCallable, clone_builder
+from langgraph_capsules.compiler.plan import CapsulePlan
+from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
+from langgraph_capsules.topology import Topology
+from langgraph_capsules.types import GroupRunRecord
+
+__all__ = ["rewrite"]
+
+
+def _hints(schema: Any, keys: list[str]) -> dict[str, Any]:
+    try:
+        hints = get_type_hints(schema, include_extras=True)
+    except Exception:
+        hints = {}
+    return {k: hints.get(k, Any) for k in keys}
+
+
+def rewrite(
+    source: StateGraph[Any, Any, Any, Any],
+    topo: Topology,
+    plan: CapsulePlan,
+    *,
+    default_mode: str,
+    record: Callable[[GroupRunRecord], None],
+    section_words: int,
+) -> tuple[StateGraph[Any, Any, Any, Any], dict[str, GroupRuntime]]:
+    """Build the capsule graph's builder from a copy of ``source``."""
+    n = clone_builder(source)
+    runtimes: dict[str, GroupRuntime] = {}
+    member_of: dict[str, str] = {}
+
+    # ---- exits first for every group, so chained groups see each other's gates
+    for g in plan.groups:
+        mset = set(g.members)
+        member_of.update({m: g.name for m in g.members})
+        succ = {d for s, d in n.edges if s in mset and d not in mset}
+        n.edges = {(s, d) for s, d in n.edges if s not in mset}
+        n.edges |= {(g.gate_node, d) for d in succ}
+        n.waiting_edges = {
+            (tuple(dict.fromkeys(g.gate_node if x in mset else x for x in starts)), d)
+            for starts, d in n.waiting_edges
+        }
+
+    for g in plan.groups:
+        mset = set(g.members)
+        specs = {m: source.nodes[m] for m in g.members}
+        input_keys = {m: list(source.schemas[specs[m].input_schema]) for m in g.members}
+        private_t = Annotated[dict, private_reducer]  # type: ignore[type-arg]
+        private_schema = TypedDict(  # type: ignore[operator]
+            f"CapsulePrivate_{g.name}", {g.channel: private_t}, total=False
+        )
+        capsule_fields: dict[str, Any] = {}
+        for m in g.members:
+            capsule_fields.update(_hints(specs[m].input_schema, input_keys[m]))
+        capsule_fields[g.channel] = private_t
+        capsule_schema = TypedDict(  # type: ignore[operator]
+            f"CapsuleInput_{g.name}", capsule_fields, total=False
+        )
+        rt = GroupRuntime(
+            plan=g,
+            specs=specs,
+            input_keys=input_keys,
+            channels=source.channels,
+            default_mode=default_mode,
+            record=record,
+            section_words=section_words,
+        )
+        runtimes[g.name] = rt
+
+        # ---- entry
+        preds = sorted({s for s, d in n.edges if d in mset})
+        n.edges = {(s, d) for s, d in n.edges if d not in mset}
+        joins = {starts for starts, d in n.waiting_edges if d in mset}
+        n.waiting_edges = {(st, d) for st, d in n.waiting_edges if d not in mset}
+        n.waiting_edges |= {(st, g.capsule_node) for st in joins}
+        route_map = [*g.members, g.capsule_node]
+        for p in preds:
+            n.add_conditional_edges(
+                p,
+                RunnableCallable(rt.route_entry, name=f"capsule_route__{g.name}", trace=False),
+                route_map,
+            )
+
+        # ---- added nodes
+        meta = {"capsule": {"group": g.name, "members": list(g.members)}}
+        n.add_node(
+            g.capsule_node,
+            RunnableCallable(rt.capsule_sync, rt.capsule_async, name=g.capsule_node, trace=False),
+            input_schema=capsule_schema,
+            metadata={**meta, "capsule_role": "capsule"},
+        )
+        after = RunnableCallable(
+            rt.route_after_capsule, name=f"capsule_after__{g.name}", trace=False
+        )
+        n.add_conditional_edges(g.capsule_node, after, [*g.members, g.gate_node])
+        branch = n.branches[g.capsule_node][f"capsule_after__{g.name}"]
+        n.branches[g.capsule_node][f"capsule_after__{g.name}"] = branch._replace(
+            input_schema=private_schema
+        )
+        n.add_node(
+            g.gate_node,
+            RunnableCallable(rt.gate, rt.agate, name=g.gate_node, trace=False),
+            input_schema=private_schema,
+            metadata={**meta, "capsule_role": "gate"},
+        )
+        n.edges |= {(m, g.gate_node) for m in g.members}
+        for m in g.members:
+            func, afunc = rt.instrumented(m)
+            n.nodes[m] = dataclasses.replace(
+                n.nodes[m], runnable=RunnableCallable(func, afunc, name=m, trace=False)
+            )
+
+    _join_successors(n, topo, plan, member_of)
+    return n, runtimes
+
+
+def _join_successors(
+    n: StateGraph[Any, Any, Any, Any],
+    topo: Topology,
+    plan: CapsulePlan,
+    member_of: Mapping[str, str],
+) -> None:
+    gates = {g.gate_node: g for g in plan.groups}
+    timing_unsafe = {
+        node for node, why in topo.ineligible.items() if "targeted" in why or "defer" in why
+    }
+    targets = {d for _s, d in n.edges if d != END}
+    for dst in sorted(targets):
+        srcs = sorted({s for s, d in n.edges if d == dst})
+        if len(srcs) < 2 or not any(s in gates for s in srcs):
+            continue
+        classes = set()
+        for s in srcs:
+            if s in gates:
+                classes.add(gates[s].triggers)
+            elif s in topo.triggers and s not in timing_unsafe and s not in member_of:
+                classes.add(topo.triggers[s])
+            else:
+                classes.add(frozenset({("?", s)}))
+        if len(classes) != 1 or not next(iter(classes)):
+            continue  # sources were not siblings: keep the original plain edges
+        n.edges = {(s, d) for s, d in n.edges if not (d == dst and s in srcs)}
+        n.waiting_edges.add((tuple(srcs), dst))

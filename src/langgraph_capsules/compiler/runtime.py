@@ -1,0 +1,528 @@
+"""Code of the nodes and routers the rewrite adds for one group.
+
+Per run of a group (see ``rewrite.py`` for the wiring)::
+
+    fine:      router(pred) -> members -> gate__G -> successors
+    compound:  router(pred) -> capsule__G -> gate__G -> successors
+    fallback:  router(pred) -> capsule__G -> failed members -> gate__G -> successors
+
+``capsule__G`` runs every member's own function concurrently under a session, makes
+one merged call for the parked calls, and *stages* the members' updates in the
+group's private channel. Members whose section is missing or bad are routed to their
+original nodes. ``gate__G`` commits staged updates (reducers applied exactly once)
+and records the run. Fallback routing sits on the capsule node, not the gate, so the
+gate runs exactly once per run and its successors and joins fire once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import copy_context
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    merge_configs,
+    patch_config,
+    var_child_runnable_config,
+)
+from langgraph.errors import GraphBubbleUp
+from langgraph.types import Command
+from pydantic import BaseModel
+
+from langgraph_capsules._compat import TAG_NOSTREAM, BinaryOperatorAggregate, StateNodeSpec
+from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
+from langgraph_capsules.compiler.plan import GroupPlan
+from langgraph_capsules.errors import CapsuleConfigError
+from langgraph_capsules.strategies.standard import (
+    DEFAULT_SECTION_WORDS,
+    build_merged_prompt,
+    split_reply,
+)
+from langgraph_capsules.telemetry import UsageTracker
+from langgraph_capsules.types import COMPOUND_TIERS, MODES, CallRecord, GroupRunRecord, Tier
+
+__all__ = ["GroupRuntime", "private_reducer", "resolve_tier"]
+
+_BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
+
+
+def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer of a group's private channel: ``None`` clears, ``usage`` appends."""
+    if new is None:
+        return {}
+    out = dict(old or {})
+    if "staging" in new:
+        out["staging"] = new["staging"]
+    if "usage" in new:
+        out["usage"] = [*out.get("usage", []), *new["usage"]]
+    return out
+
+
+def resolve_tier(config: RunnableConfig | None, group: str, default_mode: str) -> Tier:
+    """The tier of one group for one run.
+
+    Precedence: ``configurable.capsules.groups[group]``, then
+    ``configurable.capsules.mode``, then the graph's ``mode``.
+
+    Raises:
+        CapsuleConfigError: ``bad_mode`` for an unknown or not-yet-built mode or tier.
+    """
+    caps = ((config or {}).get("configurable") or {}).get("capsules") or {}
+    if not isinstance(caps, Mapping):
+        raise CapsuleConfigError(
+            "config['configurable']['capsules'] must be a dict such as {'mode': 'compound'}; "
+            f"got {type(caps).__name__}",
+            code="bad_mode",
+            group=group,
+        )
+    per_group = caps.get("groups") or {}
+    mode = per_group.get(group) or caps.get("mode") or default_mode
+    return tier_for_mode(str(mode), group)
+
+
+def tier_for_mode(mode: str, group: str | None = None) -> Tier:
+    """Map a controller mode or tier name to the tier it runs (``bad_mode`` otherwise)."""
+    if mode in ("auto", "observe", "fine"):
+        return "fine"  # auto: the controller is not built yet, so auto means fine
+    if mode in ("compound", "standard"):
+        return "standard"
+    if mode in COMPOUND_TIERS:
+        raise CapsuleConfigError(
+            f"tier {mode!r} is not built yet; built tiers: {list(_BUILT_TIERS)}. "
+            "Use mode='compound' (standard) or 'fine'",
+            code="bad_mode",
+            group=group,
+        )
+    raise CapsuleConfigError(
+        f"unknown capsule mode {mode!r}; use one of {list(MODES)}",
+        code="bad_mode",
+        group=group,
+    )
+
+
+def _coerce(schema: Any, values: dict[str, Any]) -> Any:
+    if isinstance(schema, type) and (issubclass(schema, BaseModel) or is_dataclass(schema)):
+        return schema(**values)
+    return values
+
+
+def _multi_write(channel: Any) -> bool:
+    return isinstance(channel, BinaryOperatorAggregate) or type(channel).__name__ == "Topic"
+
+
+@dataclass
+class _Outcome:
+    update: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass
+class GroupRuntime:
+    """Everything one group's added nodes need at run time."""
+
+    plan: GroupPlan
+    specs: dict[str, StateNodeSpec[Any, Any]]
+    """The members' original node specs (their runnables run inside the capsule node)."""
+    input_keys: dict[str, list[str]]
+    channels: Mapping[str, Any]
+    default_mode: str
+    record: Callable[[GroupRunRecord], None]
+    section_words: int = DEFAULT_SECTION_WORDS
+    _members_sorted: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._members_sorted = sorted(self.plan.members)
+
+    # ----------------------------------------------------------------- routing
+    def tier(self, config: RunnableConfig | None) -> Tier:
+        """This run's tier for the group."""
+        return resolve_tier(config, self.plan.name, self.default_mode)
+
+    def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
+        """Router on each predecessor: members (fine) or the capsule node (compound)."""
+        if self.tier(config) == "fine":
+            return list(self.plan.members)
+        return self.plan.capsule_node
+
+    def route_after_capsule(self, state: Mapping[str, Any]) -> list[str] | str:
+        """After the capsule node: members to run as nodes (fine, fallback) or the gate."""
+        staging = (state.get(self.plan.channel) or {}).get("staging") or {}
+        route = list(staging.get("route") or [])
+        return route or self.plan.gate_node
+
+    # ----------------------------------------------------- member instrumentation
+    def instrumented(self, member: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Sync and async wrappers of a member node that report its usage to the gate."""
+        runnable = self.specs[member].runnable
+        channel = self.plan.channel
+        meta = {"capsule_group": self.plan.name, "capsule_member": member}
+
+        def run(input: Any, config: RunnableConfig) -> Any:
+            tracker = UsageTracker()
+            cfg = merge_configs(config, {"callbacks": [tracker], "metadata": meta})
+            token = var_child_runnable_config.set(cfg)  # calls made without config= see it
+            try:
+                ret = runnable.invoke(input, cfg)
+            finally:
+                var_child_runnable_config.reset(token)
+            return [ret, Command(update={channel: {"usage": tracker.records}})]
+
+        async def arun(input: Any, config: RunnableConfig) -> Any:
+            tracker = UsageTracker()
+            cfg = merge_configs(config, {"callbacks": [tracker], "metadata": meta})
+            token = var_child_runnable_config.set(cfg)
+            try:
+                ret = await runnable.ainvoke(input, cfg)
+            finally:
+                var_child_runnable_config.reset(token)
+            return [ret, Command(update={channel: {"usage": tracker.records}})]
+
+        return run, arun
+
+    # ------------------------------------------------------------ capsule node
+    def _member_input(self, member: str, state: Mapping[str, Any]) -> Any:
+        values = {k: state[k] for k in self.input_keys[member] if k in state}
+        return _coerce(self.specs[member].input_schema, values)
+
+    def _member_config(
+        self, member: str, config: RunnableConfig, tier: Tier, tracker: UsageTracker
+    ) -> RunnableConfig:
+        md = dict(self.specs[member].metadata or {})
+        md.update(
+            langgraph_node=member,
+            capsule_group=self.plan.name,
+            capsule_member=member,
+            capsule_tier=tier,
+        )
+        return merge_configs(config, {"metadata": md, "callbacks": [tracker]})
+
+    def _merged_config(
+        self, config: RunnableConfig, members: Sequence[str], tier: Tier, tracker: UsageTracker
+    ) -> RunnableConfig:
+        return merge_configs(
+            config,
+            {
+                "metadata": {
+                    "capsule_group": self.plan.name,
+                    "capsule_merged": list(members),
+                    "capsule_tier": tier,
+                },
+                "tags": ["capsule:merged", TAG_NOSTREAM],
+                "callbacks": [tracker],
+                "run_name": f"{self.plan.capsule_node}:merged",
+            },
+        )
+
+    def capsule_sync(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        """The capsule node (sync graphs)."""
+        tier = self.tier(config)
+        if tier == "fine":
+            return self._stage_fine()
+        run = _CapsuleRun(self, state, config, tier)
+        return run.execute_sync()
+
+    async def capsule_async(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        """The capsule node (async graphs)."""
+        tier = self.tier(config)
+        if tier == "fine":
+            return self._stage_fine()
+        run = _CapsuleRun(self, state, config, tier)
+        return await run.execute_async()
+
+    def _stage_fine(self) -> dict[str, Any]:
+        staging = {"tier": "fine", "route": list(self.plan.members), "updates": []}
+        return {self.plan.channel: {"staging": staging}}
+
+    # --------------------------------------------------------------- gate node
+    def gate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
+        """The gate node: commit staged updates exactly once and record the run."""
+        private = state.get(self.plan.channel) or {}
+        staging = private.get("staging") or {}
+        usage: list[CallRecord] = [*staging.get("usage", []), *private.get("usage", [])]
+        tier = staging.get("tier", "fine")
+        fallback = list(staging.get("route") or []) if tier != "fine" else []
+        billed = [r for r in usage if r["kind"] != "served"]
+        self.record(
+            {
+                "group": self.plan.name,
+                "tier": tier,
+                "run_key": str(uuid.uuid4()),
+                "time": time.time(),
+                "members": list(self.plan.members),
+                "fallback": fallback,
+                "fallback_reasons": dict(staging.get("reasons") or {}),
+                "calls": len(billed),
+                "input_tokens": sum(r["input_tokens"] for r in billed),
+                "cached_tokens": sum(r["cached_tokens"] for r in billed),
+                "output_tokens": sum(r["output_tokens"] for r in billed),
+                "latency_s": float(staging.get("elapsed_s", 0.0)),
+                "error": staging.get("error"),
+            }
+        )
+        writes: list[Any] = [Command(update={self.plan.channel: None})]
+        writes.extend(self._commit(staging.get("updates") or []))
+        return writes
+
+    async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
+        """Async twin of :meth:`gate` (no I/O; avoids a thread hop)."""
+        return self.gate(state, config)
+
+    def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command]:
+        """Fold single-value keys (one writer per key in a fan-out group); write reducer
+        keys once per member, in node-name order as LangGraph applies a superstep."""
+        folded: dict[str, Any] = {}
+        per_member: list[Command] = []
+        for _member, update in sorted(staged, key=lambda mu: mu[0]):
+            multi = {k: v for k, v in update.items() if _multi_write(self.channels.get(k))}
+            folded.update({k: v for k, v in update.items() if k not in multi})
+            if multi:
+                per_member.append(Command(update=multi))
+        return ([Command(update=folded)] if folded else []) + per_member
+
+
+class _CapsuleRun:
+    """One compound run of one group inside the capsule node."""
+
+    def __init__(
+        self, rt: GroupRuntime, state: Mapping[str, Any], config: RunnableConfig, tier: Tier
+    ) -> None:
+        self.rt = rt
+        self.config = config
+        self.tier = tier
+        self.members = list(rt.plan.members)
+        self.tracker = UsageTracker()
+        self.slots = {m: Slot(rt.plan.name, m, tier) for m in self.members}
+        self.inputs = {m: rt._member_input(m, state) for m in self.members}
+        self.configs = {m: rt._member_config(m, config, tier, self.tracker) for m in self.members}
+        self.problems: dict[str, str] = {}
+        self.started = time.perf_counter()
+        self.merge_stats: dict[str, Any] = {}
+
+    # -------------------------------------------------- running the members
+    def _member_sync(self, member: str) -> Any:
+        cfg = self.configs[member]
+        manager = get_callback_manager_for_config(cfg)
+        run = manager.on_chain_start(None, self.inputs[member], name=member)
+        child = patch_config(cfg, callbacks=run.get_child())
+        var_child_runnable_config.set(child)
+        try:
+            out = self.rt.specs[member].runnable.invoke(self.inputs[member], child)
+        except BaseException as e:
+            run.on_chain_error(e)
+            raise
+        run.on_chain_end(out if isinstance(out, dict) else {"output": out})
+        return out
+
+    async def _member_async(self, member: str) -> Any:
+        cfg = self.configs[member]
+        manager = get_async_callback_manager_for_config(cfg)
+        run = await manager.on_chain_start(None, self.inputs[member], name=member)
+        child = patch_config(cfg, callbacks=run.get_child())
+        var_child_runnable_config.set(child)
+        try:
+            out = await self.rt.specs[member].runnable.ainvoke(self.inputs[member], child)
+        except BaseException as e:
+            await run.on_chain_error(e)
+            raise
+        await run.on_chain_end(out if isinstance(out, dict) else {"output": out})
+        return out
+
+    def _context(self, member: str) -> Any:
+        ctx = copy_context()
+        ctx.run(var_child_runnable_config.set, self.configs[member])
+        ctx.run(SESSION.set, self.slots[member])
+        return ctx
+
+    def execute_sync(self) -> dict[str, Any]:
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
+        )
+        try:
+            futures = {
+                m: pool.submit(self._context(m).run, self._member_sync, m) for m in self.members
+            }
+            for m in self.members:
+                concurrent.futures.wait(
+                    [self.slots[m].parked, futures[m]],
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
+            try:
+                self._answer(self._call_sync)
+            finally:
+                self._abort_unanswered("capsule node stopped before answering")
+            concurrent.futures.wait(list(futures.values()))
+        finally:
+            pool.shutdown(wait=True)
+        outcomes = {m: self._outcome_of_future(futures[m]) for m in self.members}
+        return self._stage(outcomes)
+
+    async def execute_async(self) -> dict[str, Any]:
+        tasks = {
+            m: self._context(m).run(asyncio.ensure_future, self._member_async(m))
+            for m in self.members
+        }
+        for m in self.members:
+            parked = asyncio.wrap_future(self.slots[m].parked)
+            await asyncio.wait({parked, tasks[m]}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            replies = await self._acollect()
+            self._distribute(replies)
+        finally:
+            self._abort_unanswered("capsule node stopped before answering")
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        outcomes = {m: self._outcome(r) for m, r in zip(tasks, results)}
+        return self._stage(outcomes)
+
+    # --------------------------------------------------- the merged call(s)
+    def _buckets(self) -> list[list[str]]:
+        """Parked members grouped by the model they called (only those merge together)."""
+        buckets: dict[int, list[str]] = {}
+        for m in self.members:
+            slot = self.slots[m]
+            if slot.parked.done():
+                buckets.setdefault(id(slot.parked.result().model), []).append(m)
+        out: list[list[str]] = []
+        for bucket in buckets.values():
+            if len(bucket) < 2:
+                for m in bucket:
+                    self.slots[m].answer.set_result(PASS_THROUGH)
+            else:
+                out.append(bucket)
+        return out
+
+    def _prepare(self, bucket: list[str]) -> tuple[Any, Any, dict[str, Any]] | None:
+        parked: list[Parked] = [self.slots[m].parked.result() for m in bucket]
+        prompt = build_merged_prompt(
+            bucket, [p.messages for p in parked], section_words=self.rt.section_words
+        )
+        if prompt is None:
+            for m in bucket:
+                self.slots[m].answer.set_result(PASS_THROUGH)
+            return None
+        model = parked[0].model
+        self.merge_stats = {
+            "payload_tokens": prompt.payload_tokens,
+            "coordination_tokens": prompt.coordination_tokens,
+            "floor_tokens": prompt.floor_tokens,
+            "naive_tokens": prompt.naive_tokens,
+        }
+        return prompt, model, _merged_kwargs(parked, model)
+
+    def _call_sync(self, model: Any, prompt: Any, kwargs: dict[str, Any], bucket: list[str]) -> Any:
+        cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
+        return model.inner.invoke(prompt.messages, cfg, **kwargs)
+
+    def _answer(self, call: Callable[..., Any]) -> None:
+        replies = []
+        for bucket in self._buckets():
+            prepared = self._prepare(bucket)
+            if prepared is None:
+                continue
+            prompt, model, kwargs = prepared
+            try:
+                reply: Any = call(model, prompt, kwargs, bucket)
+            except Exception as e:  # the merged call failed: every member falls back
+                reply = e
+            replies.append((bucket, prompt, reply))
+        self._distribute(replies)
+
+    async def _acollect(self) -> list[tuple[list[str], Any, Any]]:
+        replies = []
+        for bucket in self._buckets():
+            prepared = self._prepare(bucket)
+            if prepared is None:
+                continue
+            prompt, model, kwargs = prepared
+            cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
+            try:
+                reply: Any = await model.inner.ainvoke(prompt.messages, cfg, **kwargs)
+            except Exception as e:
+                reply = e
+            replies.append((bucket, prompt, reply))
+        return replies
+
+    def _distribute(self, replies: list[tuple[list[str], Any, Any]]) -> None:
+        for bucket, prompt, reply in replies:
+            if isinstance(reply, BaseException):
+                reason = f"merged call failed: {type(reply).__name__}: {reply}"
+                for m in bucket:
+                    self.problems[m] = reason
+                    self.slots[m].answer.set_exception(MergeAbort(reason))
+                continue
+            text = reply.content if isinstance(reply.content, str) else str(reply.content)
+            answers, problems = split_reply(text, prompt)
+            for m in bucket:
+                if m in answers:
+                    self.slots[m].answer.set_result(answers[m])
+                else:
+                    self.problems[m] = f"section {problems[m]}"
+                    self.slots[m].answer.set_exception(MergeAbort(self.problems[m]))
+
+    def _abort_unanswered(self, reason: str) -> None:
+        for slot in self.slots.values():
+            if slot.parked.done() and not slot.answer.done():
+                slot.answer.set_exception(MergeAbort(reason))
+
+    # -------------------------------------------------------------- results
+    def _outcome_of_future(self, fut: concurrent.futures.Future[Any]) -> _Outcome:
+        exc = fut.exception()
+        return self._outcome(exc if exc is not None else fut.result())
+
+    def _outcome(self, result: Any) -> _Outcome:
+        if isinstance(result, MergeAbort):
+            return _Outcome(reason=result.reason)
+        if isinstance(result, GraphBubbleUp):
+            return _Outcome(reason=f"{type(result).__name__} (interrupt or parent command)")
+        if isinstance(result, BaseException):
+            return _Outcome(reason=f"raised {type(result).__name__}: {result}")
+        if result is None:
+            return _Outcome(update={})
+        if isinstance(result, dict):
+            return _Outcome(update=result)
+        return _Outcome(reason=f"returned {type(result).__name__}; only dict updates are staged")
+
+    def _stage(self, outcomes: dict[str, _Outcome]) -> dict[str, Any]:
+        updates = [[m, o.update] for m, o in outcomes.items() if o.update is not None]
+        route = [m for m, o in outcomes.items() if o.update is None]
+        reasons = {m: self.problems.get(m) or o.reason or "" for m, o in outcomes.items() if o.update is None}
+        staging = {
+            "tier": self.tier,
+            "updates": updates,
+            "route": route,
+            "reasons": reasons,
+            "usage": list(self.tracker.records),
+            "merge": self.merge_stats,
+            "elapsed_s": time.perf_counter() - self.started,
+        }
+        return {self.rt.plan.channel: {"staging": staging}}
+
+
+def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
+    """Call options for the merged call: options every member used alike, and a
+    ``max_tokens`` budget that is the sum of the members' budgets when all are known."""
+    budget_keys = ("max_tokens", "max_completion_tokens")
+    first = parked[0].kwargs
+    common = {
+        k: v
+        for k, v in first.items()
+        if v is not None and k not in budget_keys and all(p.kwargs.get(k) == v for p in parked)
+    }
+    inner = getattr(model, "inner", None)
+    default_budget = getattr(inner, "max_tokens", None) or getattr(
+        inner, "max_completion_tokens", None
+    )
+    budgets = [
+        p.kwargs.get("max_tokens") or p.kwargs.get("max_completion_tokens") or default_budget
+        for p in parked
+    ]
+    if all(isinstance(b, int) and b > 0 for b in budgets):
+        common["max_tokens"] = sum(budgets)
+    return common

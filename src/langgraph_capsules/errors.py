@@ -1,0 +1,83 @@
+"""The ``CapsuleError`` tree.
+
+Every error the library raises on purpose is a :class:`CapsuleError` with a stable
+``code`` (safe to match on), the offending ``node`` and/or ``group`` when there is
+one, and a message that names the problem and the fix.
+
+Tree::
+
+    CapsuleError
+    ├── CapsuleConfigError      bad input to capsulize() / compile() / a run's config
+    ├── CapsuleResumeError      a checkpointed thread that this plan must not resume
+    └── CapsuleMergeError       a merged call failed or could not be split (internal:
+                                caught by the capsule node, which falls back to the
+                                original nodes; surfaced only in telemetry)
+
+Stable codes:
+
+==========================  ===============================================================
+code                        meaning
+==========================  ===============================================================
+``not_a_state_graph``       ``capsulize()`` was given something other than a StateGraph
+``unsupported_state``       the graph's state is not a keyed schema (TypedDict, pydantic,
+                            dataclass)
+``unknown_node``            a name in ``groups``/``exclude`` is not a node of the graph
+``node_in_two_groups``      a node is listed in two groups
+``group_too_small``         a group has fewer than two members
+``edge_within_group``       an edge joins two members of one fan-out group
+``mismatched_predecessors`` members of a fan-out group are triggered by different nodes
+``ineligible_node``         a node that cannot run merged was placed in a group
+``bad_group_name``          a group name is empty, reserved or clashes with a node/channel
+``bad_mode``                an unknown controller mode or tier was requested
+``plan_mismatch``           a thread was written by another plan or by the original graph
+``merge_failed``            the merged LLM call raised
+``merge_unparsable``        the merged reply could not be split into sections
+==========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapsuleConfigError",
+    "CapsuleError",
+    "CapsuleMergeError",
+    "CapsuleResumeError",
+]
+
+
+class CapsuleError(Exception):
+    """Root of every error raised on purpose by ``langgraph_capsules``.
+
+    Attributes:
+        code: A stable, machine-readable code (see the module docstring).
+        node: The node the error is about, if any.
+        group: The capsule group the error is about, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        node: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.node = node
+        self.group = group
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {super().__str__()}"
+
+
+class CapsuleConfigError(CapsuleError, ValueError):
+    """Bad input: raised early by ``capsulize()``, ``compile()`` or run config parsing."""
+
+
+class CapsuleResumeError(CapsuleError, RuntimeError):
+    """A checkpointed thread that this capsule plan refuses to continue."""
+
+
+class CapsuleMergeError(CapsuleError, RuntimeError):
+    """A merged call failed or its reply could not be split (handled by falling back)."""

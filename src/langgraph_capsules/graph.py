@@ -1,0 +1,305 @@
+"""``capsulize()`` and :class:`CapsuleGraph`: the public face of the pass."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, merge_configs
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from langgraph_capsules._compat import START, clone_builder
+from langgraph_capsules.compiler.plan import CapsulePlan, make_plan
+from langgraph_capsules.compiler.rewrite import rewrite
+from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
+from langgraph_capsules.errors import CapsuleConfigError, CapsuleResumeError
+from langgraph_capsules.strategies.standard import DEFAULT_SECTION_WORDS
+from langgraph_capsules.topology import read_topology
+from langgraph_capsules.types import GroupRunRecord
+
+__all__ = ["CapsuleCompiledStateGraph", "CapsuleGraph", "CapsuleReport", "capsulize"]
+
+PLAN_KEY = "capsule_plan"
+"""Checkpoint metadata key holding the plan id of the graph that wrote a checkpoint."""
+
+
+class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
+    """A ``CompiledStateGraph`` that refuses to continue threads of another plan.
+
+    Everything else is inherited unchanged: invoke, ainvoke, stream, astream, batch,
+    get_state, update_state, get_graph and drawing.
+    """
+
+    def _plan_id(self) -> str | None:
+        return ((self.config or {}).get("metadata") or {}).get(PLAN_KEY)
+
+    def _thread_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
+        if self.checkpointer in (None, True, False):
+            return None
+        conf = ensure_config(self.config, config).get("configurable") or {}
+        if not conf.get("thread_id") or conf.get("checkpoint_ns"):
+            return None
+        keep = {k: conf[k] for k in ("thread_id", "checkpoint_id") if conf.get(k)}
+        return {"configurable": {**keep, "checkpoint_ns": ""}}
+
+    def _refuse(self, config: RunnableConfig, metadata: Mapping[str, Any] | None) -> None:
+        stamp = (metadata or {}).get(PLAN_KEY)
+        mine = self._plan_id()
+        if stamp == mine:
+            return
+        writer = "the original (uncapsulized) graph" if stamp is None else f"capsule plan {stamp}"
+        thread = config["configurable"]["thread_id"]
+        raise CapsuleResumeError(
+            f"thread {thread!r} was written by {writer}; this graph runs capsule plan {mine}. "
+            "Continue the thread on the graph that wrote it, or start a new thread_id",
+            code="plan_mismatch",
+        )
+
+    def _check_thread(self, config: RunnableConfig | None) -> None:
+        cfg = self._thread_config(config)
+        if cfg is None:
+            return
+        saved = self.checkpointer.get_tuple(cfg)  # type: ignore[union-attr]
+        if saved is not None:
+            self._refuse(cfg, saved.metadata)
+
+    async def _acheck_thread(self, config: RunnableConfig | None) -> None:
+        cfg = self._thread_config(config)
+        if cfg is None:
+            return
+        try:
+            saved = await self.checkpointer.aget_tuple(cfg)  # type: ignore[union-attr]
+        except NotImplementedError:
+            saved = self.checkpointer.get_tuple(cfg)  # type: ignore[union-attr]
+        if saved is not None:
+            self._refuse(cfg, saved.metadata)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+        self._check_thread(config)
+        yield from super().stream(input, config, **kwargs)
+
+    async def astream(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        await self._acheck_thread(config)
+        async for chunk in super().astream(input, config, **kwargs):
+            yield chunk
+
+
+class CapsuleReport:
+    """The result of :meth:`CapsuleGraph.report`: ``.text`` (a table) and ``.data``."""
+
+    def __init__(self, text: str, data: dict[str, Any]) -> None:
+        self.text = text
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class CapsuleGraph:
+    """The rewritten graph, before compilation. Create it with :func:`capsulize`.
+
+    Attributes:
+        plan: What the pass did (groups, untouched nodes and why, plan id).
+        builder: The rewritten ``StateGraph`` (a new object; the caller's is untouched).
+        mode: The default controller mode of every run.
+    """
+
+    def __init__(
+        self,
+        source: StateGraph[Any, Any, Any, Any],
+        plan: CapsulePlan,
+        *,
+        mode: str,
+        section_words: int,
+        history_size: int,
+    ) -> None:
+        self.plan = plan
+        self.mode = mode
+        self._history: deque[GroupRunRecord] = deque(maxlen=history_size)
+        self._lock = threading.Lock()
+        topo = read_topology(source)
+        self.builder, self._runtimes = rewrite(
+            source,
+            topo,
+            plan,
+            default_mode=mode,
+            record=self._record,
+            section_words=section_words,
+        )
+        self._private = {g.channel for g in plan.groups}
+
+    def _record(self, rec: GroupRunRecord) -> None:
+        with self._lock:
+            self._history.append(rec)
+
+    @property
+    def runtimes(self) -> Mapping[str, GroupRuntime]:
+        """Per group, the runtime object behind its added nodes (advanced use)."""
+        return dict(self._runtimes)
+
+    def history(self, group: str | None = None) -> list[GroupRunRecord]:
+        """Recent per-group run records written by the gates, oldest first."""
+        with self._lock:
+            rows = list(self._history)
+        return [r for r in rows if group is None or r["group"] == group]
+
+    def compile(
+        self,
+        checkpointer: Any = None,
+        *,
+        cache: Any = None,
+        store: Any = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        debug: bool = False,
+        name: str | None = None,
+    ) -> CompiledStateGraph:  # type: ignore[type-arg]
+        """Compile to an ordinary ``CompiledStateGraph`` (same arguments as LangGraph's).
+
+        Interrupts named on a group member also apply to the merged path: before a
+        member means also before ``capsule__<group>``; after a member, after
+        ``gate__<group>``. Every checkpoint is stamped with the plan id, and a thread
+        written by another plan or by the original graph is refused.
+        """
+        ib = self._remap(interrupt_before, after=False)
+        ia = self._remap(interrupt_after, after=True)
+        compiled = clone_builder(self.builder).compile(
+            checkpointer=checkpointer,
+            cache=cache,
+            store=store,
+            interrupt_before=ib,
+            interrupt_after=ia,
+            debug=debug,
+            name=name,
+        )
+        compiled.stream_channels = [
+            c for c in compiled.stream_channels_list if c not in self._private
+        ]
+        compiled.config = merge_configs(
+            compiled.config, {"metadata": {PLAN_KEY: self.plan.plan_id}}
+        )
+        compiled.__class__ = CapsuleCompiledStateGraph
+        return compiled
+
+    def _remap(self, names: Sequence[str] | str | None, *, after: bool) -> Any:
+        if names is None or names == "*":
+            return names
+        out = list(names)
+        for n in list(out):
+            g = self.plan.group_of(n)
+            if g is not None:
+                extra = g.gate_node if after else g.capsule_node
+                if extra not in out:
+                    out.append(extra)
+        return out
+
+    def report(self, *, last: int = 10, print_: bool = True) -> CapsuleReport:
+        """A per-group table of recent runs: tier, calls, tokens, fallbacks.
+
+        Args:
+            last: How many recent runs per group to show.
+            print_: Also print the table.
+        """
+        data: dict[str, Any] = {"plan_id": self.plan.plan_id, "mode": self.mode, "groups": {}}
+        lines = [f"capsule plan {self.plan.plan_id} (mode={self.mode})"]
+        head = (
+            f"  {'run':>4} {'tier':<9} {'calls':>5} {'input':>8} {'cached':>7} "
+            f"{'output':>7}  fallback"
+        )
+        for g in self.plan.groups:
+            rows = self.history(g.name)[-last:]
+            data["groups"][g.name] = {"members": list(g.members), "runs": rows}
+            lines.append(f"group {g.name}: {', '.join(g.members)}")
+            if not rows:
+                lines.append("  (no runs yet)")
+                continue
+            lines.append(head)
+            for i, r in enumerate(rows, 1):
+                fb = ", ".join(f"{m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"])
+                lines.append(
+                    f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
+                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7}  {fb or '-'}"
+                )
+        if self.plan.untouched:
+            lines.append("left as they are: " + ", ".join(sorted(self.plan.untouched)))
+        report = CapsuleReport("\n".join(lines), data)
+        if print_:
+            print(report.text)
+        return report
+
+
+def capsulize(
+    builder: StateGraph[Any, Any, Any, Any],
+    *,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    exclude: Sequence[str] = (),
+    mode: str = "auto",
+    section_words: int = DEFAULT_SECTION_WORDS,
+    history_size: int = 1000,
+) -> CapsuleGraph:
+    """Rewrite a LangGraph ``StateGraph`` so groups of agents can share one LLM call.
+
+    The caller's builder is not modified; it still compiles and runs. Every original
+    node is kept. Per group the pass adds ``capsule__<group>`` and ``gate__<group>``.
+
+    Args:
+        builder: An uncompiled (or already compiled) ``StateGraph`` builder whose nodes
+            call a :class:`~langgraph_capsules.CapsuleChatModel`.
+        groups: ``{"name": ["node", ...]}``; default: infer fan-out groups (siblings
+            sharing their predecessors, 2+ each).
+        exclude: Nodes never to group.
+        mode: Default controller mode: ``"auto"`` (fine until the controller lands),
+            ``"observe"``, ``"fine"``, ``"compound"`` (= standard) or ``"standard"``.
+            A run may override it with
+            ``config={"configurable": {"capsules": {"mode": ..., "groups": {g: ...}}}}``.
+        section_words: Word budget per section in the merged prompt's structural hint.
+        history_size: How many per-group run records :meth:`CapsuleGraph.report` keeps.
+
+    Returns:
+        A :class:`CapsuleGraph`; call ``.compile()`` for the runnable graph.
+
+    Raises:
+        CapsuleConfigError: bad input, naming the node or group and the fix.
+
+    Example:
+        >>> import langgraph_capsules as lc
+        >>> capsules = lc.capsulize(builder, groups={"arm": ["entities", "claims"]})  # doctest: +SKIP
+        >>> app = capsules.compile()  # doctest: +SKIP
+    """
+    if not isinstance(builder, StateGraph):
+        got = type(builder).__name__
+        hint = ""
+        if isinstance(builder, CompiledStateGraph):
+            hint = " (you passed a compiled graph: pass its builder, e.g. app.builder)"
+        raise CapsuleConfigError(
+            f"capsulize() needs a langgraph StateGraph builder; got {got}{hint}",
+            code="not_a_state_graph",
+        )
+    if "__root__" in builder.channels:
+        raise CapsuleConfigError(
+            "capsulize() needs a keyed state schema (TypedDict, pydantic model or dataclass); "
+            "this graph's state is a single root value",
+            code="unsupported_state",
+        )
+    tier_for_mode(mode)  # validates the mode early
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    topo = read_topology(builder)
+    plan = make_plan(builder, topo, groups, exclude)
+    for g in plan.groups:
+        if g.channel in builder.channels:
+            raise CapsuleConfigError(
+                f"state key {g.channel!r} is reserved for group {g.name!r}; rename the group",
+                code="bad_group_name",
+                group=g.name,
+            )
+    _ = START
+    return CapsuleGraph(
+        builder, plan, mode=mode, section_words=section_words, history_size=history_size
+    )

@@ -1,0 +1,321 @@
+"""``CapsuleChatModel``: the proxy that lets one merged call answer many nodes' calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableParallel,
+    RunnableSequence,
+)
+from langchain_core.runnables.config import ensure_config, merge_configs
+
+from langgraph_capsules._session import PASS_THROUGH, SESSION, Slot
+
+__all__ = ["UNMERGEABLE_KWARGS", "CapsuleChatModel"]
+
+UNMERGEABLE_KWARGS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "response_format",
+        "ls_structured_output_format",
+    }
+)
+"""Call options that make a call unmergeable: it passes through even inside a session."""
+
+_ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class CapsuleChatModel(BaseChatModel):
+    """Wrap the chat model your app already uses; nothing else in the app changes.
+
+    Outside a capsule session (the original graph, or a capsule graph running a group
+    ``fine``) every call is an exact pass-through to ``inner``: ``invoke``, ``ainvoke``,
+    ``stream``, ``astream`` and ``batch`` go to the inner model's own methods, so its
+    callbacks, cache, rate limiter and usage reporting are unchanged. One model object
+    can serve the original graph and the capsule graph in the same process.
+
+    Inside a session (set by a group's ``capsule__<group>`` node for each member) the
+    member's first plain call is parked and later answered with an ``AIMessage`` cut
+    from the group's merged reply. Served messages carry zero ``usage_metadata`` and
+    ``response_metadata`` naming ``capsule_group``, ``capsule_member`` and
+    ``capsule_tier``; the merged call itself carries the real usage, so nothing is
+    counted twice. Calls that bind tools or ask for structured output always pass
+    through unmerged and telemetry records them as ``unmergeable``.
+
+    Args:
+        inner: The real chat model (``ChatOpenAI``, a local model, ...).
+
+    Example:
+        >>> from langgraph_capsules.testing import ScriptedChatModel
+        >>> llm = CapsuleChatModel(ScriptedChatModel())
+        >>> llm.invoke("Say hi").content  # no session: a plain call to the inner model
+        'Say hi ...'
+    """
+
+    inner: BaseChatModel
+    """The wrapped model that makes every real call."""
+    cache: bool = False  # served answers must never be written to or read from an LLM cache
+
+    def __init__(self, inner: BaseChatModel | None = None, /, **kwargs: Any) -> None:
+        if inner is not None:
+            kwargs["inner"] = inner
+        super().__init__(**kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return f"capsule[{self.inner._llm_type}]"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"inner": self.inner._identifying_params}
+
+    # ------------------------------------------------------------------ routing
+    def _session_for(self, kwargs: dict[str, Any]) -> Slot | None:
+        """The open session slot this call should park on, or None to pass through."""
+        slot = SESSION.get()
+        if slot is None or not slot.open:
+            return None
+        reason = None
+        if UNMERGEABLE_KWARGS.intersection(kwargs):
+            reason = "tools" if "tools" in kwargs or "functions" in kwargs else "structured"
+        if reason is None:
+            return slot
+        slot.unmergeable.append(reason)
+        return None
+
+    @staticmethod
+    def _tag_unmergeable(config: RunnableConfig | None, kwargs: dict[str, Any]) -> Any:
+        slot = SESSION.get()
+        if slot is None or not UNMERGEABLE_KWARGS.intersection(kwargs):
+            return config
+        return merge_configs(
+            ensure_config(config),
+            {
+                "metadata": {
+                    "capsule_unmergeable": True,
+                    "capsule_group": slot.group,
+                    "capsule_member": slot.member,
+                    "capsule_tier": slot.tier,
+                }
+            },
+        )
+
+    def _sync_slot(self, kwargs: dict[str, Any]) -> Slot | None:
+        slot = self._session_for(kwargs)
+        if slot is not None and _in_event_loop():
+            # A sync call from async code would block the loop the capsule node needs.
+            slot.unmergeable.append("sync_call_in_event_loop")
+            return None
+        return slot
+
+    # ------------------------------------------------------------ pass-through API
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        if self._sync_slot(kwargs) is None:
+            cfg = self._tag_unmergeable(config, kwargs)
+            return self.inner.invoke(input, cfg, stop=stop, **kwargs)
+        return super().invoke(input, config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        if self._session_for(kwargs) is None:
+            cfg = self._tag_unmergeable(config, kwargs)
+            return await self.inner.ainvoke(input, cfg, stop=stop, **kwargs)
+        return await super().ainvoke(input, config, stop=stop, **kwargs)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        if self._sync_slot(kwargs) is None:
+            cfg = self._tag_unmergeable(config, kwargs)
+            yield from self.inner.stream(input, cfg, stop=stop, **kwargs)
+            return
+        yield from super().stream(input, config, stop=stop, **kwargs)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        if self._session_for(kwargs) is None:
+            cfg = self._tag_unmergeable(config, kwargs)
+            async for chunk in self.inner.astream(input, cfg, stop=stop, **kwargs):
+                yield chunk
+            return
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        if SESSION.get() is None:
+            return self.inner.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        if SESSION.get() is None:
+            return await self.inner.abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, Any]:
+        """Bind tools with the inner model's own formatting, keeping the proxy in the chain."""
+        bound = self.inner.bind_tools(tools, **kwargs)
+        if isinstance(bound, RunnableBinding) and bound.bound is self.inner:
+            return self.bind(**bound.kwargs)
+        return bound
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        """The inner model's structured output, re-pointed at the proxy where possible."""
+        return _swap_model(self.inner.with_structured_output(schema, **kwargs), self.inner, self)
+
+    # ------------------------------------------------------- served (inside a session)
+    @staticmethod
+    def _served(slot: Slot, text: str) -> AIMessage:
+        return AIMessage(
+            content=text,
+            usage_metadata=dict(_ZERO_USAGE),  # type: ignore[arg-type]
+            response_metadata={
+                "capsule_served": True,
+                "capsule_group": slot.group,
+                "capsule_member": slot.member,
+                "capsule_tier": slot.tier,
+            },
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        slot = SESSION.get()
+        if slot is not None and slot.park(messages, {"stop": stop, **kwargs}, self):
+            answer = slot.answer.result()
+            if answer is not PASS_THROUGH:
+                return ChatResult(generations=[ChatGeneration(message=self._served(slot, answer))])
+        return self.inner._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        slot = SESSION.get()
+        if slot is not None and slot.park(messages, {"stop": stop, **kwargs}, self):
+            answer = await asyncio.wrap_future(slot.answer)
+            if answer is not PASS_THROUGH:
+                return ChatResult(generations=[ChatGeneration(message=self._served(slot, answer))])
+        return await self.inner._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        result = self._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        yield _as_chunk(result)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        result = await self._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        yield _as_chunk(result)
+
+
+def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
+    msg = result.generations[0].message
+    chunk = AIMessageChunk(
+        content=msg.content,
+        usage_metadata=getattr(msg, "usage_metadata", None),
+        response_metadata=msg.response_metadata,
+        tool_calls=getattr(msg, "tool_calls", []),
+        id=msg.id,
+    )
+    return ChatGenerationChunk(message=chunk)
+
+
+def _swap_model(r: Any, old: Any, new: Any) -> Any:
+    """Rebuild ``r`` with ``old`` replaced by ``new`` in bindings, sequences and maps."""
+    if r is old:
+        return new
+    if isinstance(r, RunnableBinding):
+        inner = _swap_model(r.bound, old, new)
+        return r if inner is r.bound else r.model_copy(update={"bound": inner})
+    if isinstance(r, RunnableSequence):
+        steps = [_swap_model(s, old, new) for s in r.steps]
+        if all(a is b for a, b in zip(steps, r.steps)):
+            return r
+        return r.model_copy(update={"first": steps[0], "middle": steps[1:-1], "last": steps[-1]})
+    if isinstance(r, RunnableParallel):
+        swapped = {k: _swap_model(v, old, new) for k, v in r.steps__.items()}
+        if all(swapped[k] is v for k, v in r.steps__.items()):
+            return r
+        return r.model_copy(update={"steps__": swapped})
+    return r

@@ -1,0 +1,80 @@
+"""Small shared vocabulary: tiers, controller modes and persisted records."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+__all__ = [
+    "COMPOUND_TIERS",
+    "MODES",
+    "TIERS",
+    "CallRecord",
+    "GroupRunRecord",
+    "Mode",
+    "Tier",
+]
+
+Tier = Literal["fine", "standard", "two_phase", "sequential"]
+"""How a group runs in one run.
+
+* ``fine``: every member runs as its own node, one LLM call each (the original app).
+* ``standard``: one merged LLM call answers every member's call.
+* ``two_phase`` / ``sequential``: later tiers of the escalation ladder (not built yet;
+  requesting them raises ``bad_mode``).
+"""
+
+Mode = Literal["auto", "observe", "fine", "compound", "standard"]
+"""Controller mode of a capsule graph or of one run.
+
+* ``auto``: the controller picks the tier per group (until the controller lands this
+  means ``fine``).
+* ``observe``: run fine and only record.
+* ``fine`` / ``compound``: locked; ``compound`` means the cheapest built compound
+  tier (``standard``).
+* ``standard``: lock one compound tier explicitly.
+"""
+
+TIERS: tuple[Tier, ...] = ("fine", "standard", "two_phase", "sequential")
+COMPOUND_TIERS: tuple[Tier, ...] = ("standard", "two_phase", "sequential")
+MODES: tuple[str, ...] = ("auto", "observe", "fine", "compound", "standard")
+
+
+class CallRecord(TypedDict):
+    """One LLM call seen by telemetry (persistable, JSON-safe)."""
+
+    run_id: str | None
+    """Root run (one graph invocation) the call belongs to."""
+    group: str | None
+    member: str | None
+    node: str | None
+    kind: Literal["real", "merged", "served", "unmergeable"]
+    """``merged``: the one call that answered a group; ``served``: a member's call answered
+    from it (zero usage); ``unmergeable``: a tool/structured-output call that passed through
+    inside a session; ``real``: any other call."""
+    tier: str | None
+    model: str | None
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    latency_s: float
+    tool_calls: int
+    error: str | None
+
+
+class GroupRunRecord(TypedDict):
+    """What one group did in one run, written by the group's gate."""
+
+    group: str
+    tier: str
+    run_key: str
+    time: float
+    members: list[str]
+    fallback: list[str]
+    """Members re-run through their original node after a missing or bad section."""
+    fallback_reasons: dict[str, str]
+    calls: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    latency_s: float
+    error: str | None
