@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.runnables.config import merge_configs
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -40,7 +40,7 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     def _thread_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
         if self.checkpointer in (None, True, False):
             return None
-        conf = ensure_config(self.config, config).get("configurable") or {}
+        conf = merge_configs(self.config, config).get("configurable") or {}
         if not conf.get("thread_id") or conf.get("checkpoint_ns"):
             return None
         keep = {k: conf[k] for k in ("thread_id", "checkpoint_id") if conf.get(k)}

@@ -24,6 +24,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from langgraph_capsules._session import MergeAbort
 from langgraph_capsules.types import CallRecord
 
 __all__ = ["UsageReport", "UsageTracker", "cache_read_tokens", "track_usage"]
@@ -95,8 +96,8 @@ class UsageTracker(BaseCallbackHandler):
             root = self._root(run_id)
         usage = getattr(message, "usage_metadata", None) or {}
         rmeta = getattr(message, "response_metadata", None) or {}
-        if rmeta.get("capsule_served"):
-            kind = "served"
+        if rmeta.get("capsule_served") or isinstance(error, MergeAbort):
+            kind = "served"  # answered (or aborted) from a merged call: never billed
         elif md.get("capsule_merged"):
             kind = "merged"
         elif md.get("capsule_unmergeable"):

@@ -155,7 +155,7 @@ class ScriptedChatModel(BaseChatModel):
                 body = ""
             marker = f"### SECTION {i} {nonce}"
             if i in self.garble_sections:
-                marker = f"### SECTON {i}"  # a marker the splitter must not accept
+                marker = f"### SECTON {i} {nonce}"  # broken marker: the splitter must reject it
             out.append(f"{marker}\n{body}")
         return "\n\n".join(out)
 

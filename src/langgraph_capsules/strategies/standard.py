@@ -10,8 +10,8 @@ Layout (cache-aligned: the stable parts come first, the per-call nonce last)::
 Section markers carry a random nonce drawn per call and checked against the prompt,
 so no source text (a document, an earlier agent's output) can forge a section
 boundary. The reply is split by sorting the marker lines by position and slicing
-between neighbours; a task whose marker is missing or repeated, or whose section is
-empty, gets no answer (its member is re-run through its original node).
+between neighbours; a task whose marker is missing or repeated, whose section is
+empty, or whose section contains the nonce (it swallowed a broken marker) gets no answer (its member is re-run through its original node).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[s
 
     Returns:
         ``(answers, problems)``: the section text per member that has a usable section,
-        and a reason (``missing``, ``duplicate``, ``empty``) per member that has not.
+        and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``) per member that has not.
     """
     n = len(prompt.members)
     found: dict[int, list[tuple[int, int]]] = {}
@@ -177,6 +177,9 @@ def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[s
             body = fenced.group(1).strip()
         if not body or body == f"<your answer to task {i}>":
             problems[member] = "empty"
+            continue
+        if prompt.nonce in body.lower():
+            problems[member] = "malformed"  # swallowed a broken marker of another section
             continue
         answers[member] = body
     return answers, problems

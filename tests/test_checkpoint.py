@@ -1,0 +1,138 @@
+"""Ordinary-graph behaviour: private channels hidden, checkpointers, resume, plan stamps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import COMPOUND, DOC, KINDS, build_app
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+import langgraph_capsules as lc
+from langgraph_capsules.testing import ScriptedChatModel
+
+PRIVATE = "capsule__arm__private"
+
+
+def _capsules(scripted: ScriptedChatModel | None = None) -> lc.CapsuleGraph:
+    builder = build_app(lc.CapsuleChatModel(scripted or ScriptedChatModel()))
+    return lc.capsulize(builder, groups={"arm": list(KINDS)})
+
+
+@pytest.mark.parametrize("mode", ["fine", "compound"])
+def test_private_channels_never_visible(mode: str) -> None:
+    app = _capsules().compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t", "capsules": {"mode": mode}}}
+    out = app.invoke({"doc": DOC}, cfg)
+    assert PRIVATE not in out
+    assert all(PRIVATE not in chunk for chunk in app.stream({"doc": DOC}, {**cfg, "configurable": {**cfg["configurable"], "thread_id": "v"}}, stream_mode="values"))
+    cfg_u = {"configurable": {**cfg["configurable"], "thread_id": "u"}}
+    for chunk in app.stream({"doc": DOC}, cfg_u, stream_mode="updates"):
+        for update in chunk.values():
+            for item in update if isinstance(update, list) else [update]:
+                assert PRIVATE not in (item or {})
+    assert PRIVATE not in app.get_state(cfg).values
+    assert set(app.get_state(cfg).values) == set(out)
+
+
+def _resume_after_failure(saver: Any, use_async: bool) -> None:
+    """The briefer's call fails on the first attempt; the thread resumes and completes."""
+    scripted = ScriptedChatModel(fail_calls={2})  # scoping=0, merged=1, briefer=2
+    capsules = _capsules(scripted)
+    app = capsules.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "r", "capsules": {"mode": "compound"}}}
+    run = (lambda x: asyncio.run(app.ainvoke(x, cfg))) if use_async else (lambda x: app.invoke(x, cfg))
+    with pytest.raises(Exception, match="scripted failure"):
+        run({"doc": DOC})
+    state = app.get_state(cfg)
+    assert state.next == ("briefer",)
+    assert all(state.values.get(k) for k in KINDS)  # the group's outputs were committed
+    out = run(None)
+    assert out["brief"] and sorted(out["log"]) == sorted(["scoping", *KINDS, "briefer"])
+    assert len(scripted.merged_calls) == 1  # the merged call was not redone on resume
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+def test_resume_after_failure_in_memory(use_async: bool) -> None:
+    _resume_after_failure(InMemorySaver(), use_async)
+
+
+def test_resume_after_failure_sqlite(tmp_path: Path) -> None:
+    with SqliteSaver.from_conn_string(str(tmp_path / "cp.db")) as saver:
+        _resume_after_failure(saver, use_async=False)
+
+
+def test_failure_inside_group_member_resumes(tmp_path: Path) -> None:
+    """A member fails in its fallback re-run (merged call failed too); resume completes."""
+    scripted = ScriptedChatModel(fail_merged=True, fail_calls={2})  # 1 merged, 2 first re-run
+    with SqliteSaver.from_conn_string(str(tmp_path / "cp.db")) as saver:
+        app = _capsules(scripted).compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "m", "capsules": {"mode": "compound"}}}
+        with pytest.raises(Exception, match="scripted failure"):
+            app.invoke({"doc": DOC}, cfg)
+        # a restarted process: a freshly rebuilt capsule graph resumes the same thread
+        app2 = _capsules(scripted).compile(checkpointer=saver)
+        out = app2.invoke(None, cfg)
+    base = build_app(lc.CapsuleChatModel(ScriptedChatModel())).compile().invoke({"doc": DOC})
+    assert {k: out[k] for k in KINDS} == {k: base[k] for k in KINDS}
+    assert sorted(out["log"]) == sorted(base["log"])
+
+
+def test_thread_from_another_plan_or_the_original_graph_is_refused() -> None:
+    saver = InMemorySaver()
+    builder = build_app(lc.CapsuleChatModel(ScriptedChatModel()))
+    original = builder.compile(checkpointer=saver, interrupt_before=["briefer"])
+    cfg = {"configurable": {"thread_id": "orig"}}
+    original.invoke({"doc": DOC}, cfg)
+    app = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(checkpointer=saver)
+    with pytest.raises(lc.CapsuleResumeError) as e:
+        app.invoke(None, cfg)
+    assert e.value.code == "plan_mismatch" and "original" in str(e.value)
+
+    cfg2 = {"configurable": {"thread_id": "caps"}}
+    app_i = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(
+        checkpointer=saver, interrupt_before=["briefer"]
+    )
+    app_i.invoke({"doc": DOC}, cfg2)
+    other = lc.capsulize(builder, groups={"two": ["entities", "claims"]}).compile(
+        checkpointer=saver
+    )
+    with pytest.raises(lc.CapsuleResumeError, match="capsule plan"):
+        other.invoke(None, cfg2)
+    with pytest.raises(lc.CapsuleResumeError):
+        asyncio.run(other.ainvoke(None, cfg2))
+    # the same plan (even rebuilt) resumes its own thread
+    same = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(checkpointer=saver)
+    assert same.invoke(None, cfg2)["brief"]
+    stamps = {c.metadata.get("capsule_plan") for c in saver.list(cfg2)}
+    assert stamps == {same.config["metadata"]["capsule_plan"]}
+
+
+def test_interrupt_before_member_also_stops_the_merged_path() -> None:
+    scripted = ScriptedChatModel()
+    app = _capsules(scripted).compile(checkpointer=InMemorySaver(), interrupt_before=["claims"])
+    cfg = {"configurable": {"thread_id": "i", "capsules": {"mode": "compound"}}}
+    app.invoke({"doc": DOC}, cfg)
+    assert app.get_state(cfg).next == ("capsule__arm",)
+    assert not scripted.merged_calls
+    out = app.invoke(None, cfg)
+    assert out["claims"] and len(scripted.merged_calls) == 1
+
+
+def test_store_and_stream_modes_work() -> None:
+    from langgraph.store.memory import InMemoryStore
+
+    app = _capsules().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    cfg = {"configurable": {"thread_id": "s", "capsules": {"mode": "compound"}}}
+    nodes = [next(iter(c)) for c in app.stream({"doc": DOC}, cfg, stream_mode="updates")]
+    assert nodes[0] == "scoping" and "capsule__arm" in nodes and nodes[-1] == "briefer"
+    msgs = list(
+        app.stream({"doc": DOC}, {**cfg, "configurable": {**cfg["configurable"], "thread_id": "s2"}}, stream_mode="messages")
+    )
+    served = [m for m, md in msgs if m.response_metadata.get("capsule_served")]
+    assert {m.response_metadata["capsule_member"] for m in served} == set(KINDS)
+    assert not any(md.get("capsule_merged") for _m, md in msgs)  # raw merged reply hidden
+    assert COMPOUND["configurable"]["capsules"]["mode"] == "compound"
