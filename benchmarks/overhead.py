@@ -27,7 +27,9 @@ from langgraph_capsules.testing import ScriptedChatModel
 
 LENSES = ("competitive", "product", "financial", "risk")
 KINDS = ("entities", "claims", "signals")
-BUNDLE = " ".join(f"Fact {i}: the company reported figure {i * 7} in region {i % 5}." for i in range(40))
+BUNDLE = " ".join(
+    f"Fact {i}: the company reported figure {i * 7} in region {i % 5}." for i in range(40)
+)
 
 
 class State(TypedDict, total=False):
@@ -47,7 +49,9 @@ def build(llm: Any) -> StateGraph[Any, Any, Any, Any]:
             r = llm.invoke(
                 [
                     SystemMessage(f"You extract {kind} from the {lens} bundle."),
-                    HumanMessage(f"Frame:\n{state['scope']}\n\nBundle:\n\n{BUNDLE}\n\nList {kind}."),
+                    HumanMessage(
+                        f"Frame:\n{state['scope']}\n\nBundle:\n\n{BUNDLE}\n\nList {kind}."
+                    ),
                 ]
             )
             return {"outputs": [f"{lens}/{kind}: {r.content}"]}
@@ -55,7 +59,9 @@ def build(llm: Any) -> StateGraph[Any, Any, Any, Any]:
         return node
 
     def briefer(state: State) -> dict[str, Any]:
-        r = llm.invoke([SystemMessage("Write the brief."), HumanMessage("\n".join(state["outputs"]))])
+        r = llm.invoke(
+            [SystemMessage("Write the brief."), HumanMessage("\n".join(state["outputs"]))]
+        )
         return {"brief": r.content}
 
     b = StateGraph(State)
@@ -117,7 +123,8 @@ def main() -> None:
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=4)
         med = statistics.median(ts)
-        print(f"{name:<20} {med * 1e3:>10.2f} {q[0] * 1e3:>6.2f}-{q[2] * 1e3:<7.2f} {med / base:>7.2f}x")
+        iqr = f"{q[0] * 1e3:.2f}-{q[2] * 1e3:.2f}"
+        print(f"{name:<20} {med * 1e3:>10.2f} {iqr:>14} {med / base:>7.2f}x")
     fine = statistics.median(times["capsules fine"]) / base
     print(f"capsules fine / langgraph = {fine:.2f}x (goal <= 1.15x)")
 

@@ -54,7 +54,9 @@ def build_app(
     """scoping -> extractors (fan-out) -> briefer, plain nodes calling ``llm``."""
 
     def scoping(state: State) -> dict[str, Any]:
-        r = llm.invoke([SystemMessage("Frame the company in two sentences."), HumanMessage(state["doc"])])
+        r = llm.invoke(
+            [SystemMessage("Frame the company in two sentences."), HumanMessage(state["doc"])]
+        )
         return {"scope": r.content, "log": ["scoping"]}
 
     def make(kind: str) -> Any:

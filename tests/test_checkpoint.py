@@ -28,7 +28,14 @@ def test_private_channels_never_visible(mode: str) -> None:
     cfg = {"configurable": {"thread_id": "t", "capsules": {"mode": mode}}}
     out = app.invoke({"doc": DOC}, cfg)
     assert PRIVATE not in out
-    assert all(PRIVATE not in chunk for chunk in app.stream({"doc": DOC}, {**cfg, "configurable": {**cfg["configurable"], "thread_id": "v"}}, stream_mode="values"))
+    assert all(
+        PRIVATE not in chunk
+        for chunk in app.stream(
+            {"doc": DOC},
+            {**cfg, "configurable": {**cfg["configurable"], "thread_id": "v"}},
+            stream_mode="values",
+        )
+    )
     cfg_u = {"configurable": {**cfg["configurable"], "thread_id": "u"}}
     for chunk in app.stream({"doc": DOC}, cfg_u, stream_mode="updates"):
         for update in chunk.values():
@@ -44,7 +51,11 @@ def _resume_after_failure(saver: Any, use_async: bool) -> None:
     capsules = _capsules(scripted)
     app = capsules.compile(checkpointer=saver)
     cfg = {"configurable": {"thread_id": "r", "capsules": {"mode": "compound"}}}
-    run = (lambda x: asyncio.run(app.ainvoke(x, cfg))) if use_async else (lambda x: app.invoke(x, cfg))
+    run = (
+        (lambda x: asyncio.run(app.ainvoke(x, cfg)))
+        if use_async
+        else (lambda x: app.invoke(x, cfg))
+    )
     with pytest.raises(Exception, match="scripted failure"):
         run({"doc": DOC})
     state = app.get_state(cfg)
@@ -130,7 +141,11 @@ def test_store_and_stream_modes_work() -> None:
     nodes = [next(iter(c)) for c in app.stream({"doc": DOC}, cfg, stream_mode="updates")]
     assert nodes[0] == "scoping" and "capsule__arm" in nodes and nodes[-1] == "briefer"
     msgs = list(
-        app.stream({"doc": DOC}, {**cfg, "configurable": {**cfg["configurable"], "thread_id": "s2"}}, stream_mode="messages")
+        app.stream(
+            {"doc": DOC},
+            {**cfg, "configurable": {**cfg["configurable"], "thread_id": "s2"}},
+            stream_mode="messages",
+        )
     )
     served = [m for m, md in msgs if m.response_metadata.get("capsule_served")]
     assert {m.response_metadata["capsule_member"] for m in served} == set(KINDS)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 import pytest
 from conftest import COMPOUND, DOC, KINDS, build_app
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.types import Command, RetryPolicy, interrupt
 
 import langgraph_capsules as lc
@@ -244,9 +244,15 @@ def test_chained_groups_and_join_entry() -> None:
     b.add_edge("c2", "z")
     base = b.compile().invoke({"items": []})
     capsules = lc.capsulize(b)
-    assert sorted(g.members for g in capsules.plan.groups) == [("a1", "a2"), ("b1", "b2"), ("c1", "c2")]
+    assert sorted(g.members for g in capsules.plan.groups) == [
+        ("a1", "a2"),
+        ("b1", "b2"),
+        ("c1", "c2"),
+    ]
     for mode in ("fine", "compound"):
         calls.clear()
-        out = capsules.compile().invoke({"items": []}, {"configurable": {"capsules": {"mode": mode}}})
+        out = capsules.compile().invoke(
+            {"items": []}, {"configurable": {"capsules": {"mode": mode}}}
+        )
         assert sorted(out["items"]) == sorted(base["items"])
         assert calls.count("z") == 1 and len(calls) == 7

@@ -98,3 +98,40 @@ def test_original_and_capsule_graph_share_one_model_object() -> None:
     assert a == c  # the original is unaffected by the capsule graph using the same model
     assert {k: v for k, v in b.items() if k != "log"} == {k: v for k, v in a.items() if k != "log"}
     assert [x.merged for x in scripted.calls].count(True) == 1
+
+
+def test_many_parked_sync_members_under_ainvoke_do_not_exhaust_the_executor() -> None:
+    """12 sync members in 4 groups park at once: more than the loop's default executor
+    holds on a small machine. Each capsule run must use threads of its own."""
+    import operator
+    from typing import Annotated, TypedDict
+
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from langgraph.graph import START, StateGraph
+
+    class S(TypedDict, total=False):
+        doc: str
+        out: Annotated[list[str], operator.add]
+
+    scripted = ScriptedChatModel()
+    llm = lc.CapsuleChatModel(scripted)
+
+    def mk(name: str) -> Any:
+        def node(state: S) -> dict[str, Any]:
+            r = llm.invoke([SystemMessage(f"Agent {name}."), HumanMessage(state["doc"])])
+            return {"out": [f"{name}:{r.content}"]}
+
+        return node
+
+    b = StateGraph(S)
+    groups: dict[str, list[str]] = {}
+    for lens in ("p", "q", "r", "s"):
+        for kind in ("x", "y", "z"):
+            name = f"{lens}_{kind}"
+            b.add_node(name, mk(name))
+            b.add_edge(START, name)
+            groups.setdefault(lens, []).append(name)
+    app = lc.capsulize(b, groups=groups, mode="compound").compile()
+    out = asyncio.run(asyncio.wait_for(app.ainvoke({"doc": DOC}), timeout=60))
+    assert len(out["out"]) == 12 and len(scripted.merged_calls) == 4
+    assert sorted(out["out"]) == sorted(b.compile().invoke({"doc": DOC})["out"])

@@ -108,9 +108,13 @@ def test_member_that_swallows_exceptions_still_falls_back() -> None:
     b.add_edge("a", END)
     b.add_edge("b", END)
     out = lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
-    assert out["a"] != "SWALLOWED" and out["a"] == ScriptedChatModel().invoke(
-        [SystemMessage("You are agent a, summarise."), HumanMessage(DOC)]
-    ).content
+    assert (
+        out["a"] != "SWALLOWED"
+        and out["a"]
+        == ScriptedChatModel()
+        .invoke([SystemMessage("You are agent a, summarise."), HumanMessage(DOC)])
+        .content
+    )
     assert sorted(out["notes"]) == ["a", "b"]
 
 

@@ -102,7 +102,9 @@ def test_second_call_of_a_member_passes_through() -> None:
 
     def two_calls(name: str) -> Any:
         def node(state: S) -> dict[str, Any]:
-            first = llm.invoke([SystemMessage(f"Agent {name}: summarise."), HumanMessage(state["doc"])])
+            first = llm.invoke(
+                [SystemMessage(f"Agent {name}: summarise."), HumanMessage(state["doc"])]
+            )
             second = llm.invoke(f"Agent {name}: shorten this: {first.content}")
             return {name: str(second.content)}
 

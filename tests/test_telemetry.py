@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from langchain_core.callbacks import UsageMetadataCallbackHandler
 from conftest import COMPOUND, DOC, KINDS, build_app
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 
 import langgraph_capsules as lc
 from langgraph_capsules.testing import ScriptedChatModel

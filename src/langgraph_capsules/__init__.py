@@ -7,6 +7,7 @@ then be answered by one merged LLM call per run.
 
 from __future__ import annotations
 
+from langgraph_capsules import local
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
 from langgraph_capsules.errors import (
     CapsuleConfigError,
@@ -35,6 +36,7 @@ __all__ = [
     "Tier",
     "UsageReport",
     "capsulize",
+    "local",
     "track_usage",
 ]
 

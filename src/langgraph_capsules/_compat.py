@@ -7,8 +7,9 @@ Supported range: ``langgraph>=1.2.24,<1.3`` (pinned in pyproject.toml; the clone
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
+from langchain_core.runnables import Runnable
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.channels.binop import BinaryOperatorAggregate
 from langgraph.constants import END, START, TAG_NOSTREAM
@@ -27,6 +28,7 @@ __all__ = [
     "StateNodeSpec",
     "clone_builder",
     "node_functions",
+    "node_runnable",
 ]
 
 DEFAULT_ERROR_HANDLER = "__default_error_handler__"
@@ -64,6 +66,11 @@ def clone_builder(b: StateGraph[Any, Any, Any, Any]) -> StateGraph[Any, Any, Any
         n.branches[src] = dict(branches)
     n._node_defaults = dataclasses.replace(b._node_defaults)
     return n
+
+
+def node_runnable(spec: StateNodeSpec[Any, Any]) -> Runnable[Any, Any]:
+    """The node's runnable (``add_node`` always stores a ``Runnable``)."""
+    return cast("Runnable[Any, Any]", spec.runnable)
 
 
 def node_functions(spec: StateNodeSpec[Any, Any]) -> list[Any]:

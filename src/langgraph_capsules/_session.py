@@ -30,7 +30,7 @@ PASS_THROUGH: Any = _PassThrough()
 """Answer telling a parked call to make its own real call (nothing to merge it with)."""
 
 
-class MergeAbort(BaseException):  # noqa: N818 - a signal, not an error for users
+class MergeAbort(BaseException):
     """Raised inside a member whose parked call cannot be answered from the merged reply.
 
     A ``BaseException`` so that a member's own ``except Exception:`` cannot swallow it

@@ -78,11 +78,13 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
         if saved is not None:
             self._refuse(cfg, saved.metadata)
 
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
         self._check_thread(config)
         yield from super().stream(input, config, **kwargs)
 
-    async def astream(  # type: ignore[override]
+    async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         await self._acheck_thread(config)
@@ -269,7 +271,8 @@ def capsulize(
 
     Example:
         >>> import langgraph_capsules as lc
-        >>> capsules = lc.capsulize(builder, groups={"arm": ["entities", "claims"]})  # doctest: +SKIP
+        >>> groups = {"arm": ["entities", "claims"]}
+        >>> capsules = lc.capsulize(builder, groups=groups)  # doctest: +SKIP
         >>> app = capsules.compile()  # doctest: +SKIP
     """
     if not isinstance(builder, StateGraph):

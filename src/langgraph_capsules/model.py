@@ -224,14 +224,16 @@ class CapsuleChatModel(BaseChatModel):
 
     def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
         """The inner model's structured output, re-pointed at the proxy where possible."""
-        return _swap_model(self.inner.with_structured_output(schema, **kwargs), self.inner, self)
+        structured = self.inner.with_structured_output(schema, **kwargs)
+        swapped: Runnable[Any, Any] = _swap_model(structured, self.inner, self)
+        return swapped
 
     # ------------------------------------------------------- served (inside a session)
     @staticmethod
     def _served(slot: Slot, text: str) -> AIMessage:
         return AIMessage(
             content=text,
-            usage_metadata=dict(_ZERO_USAGE),  # type: ignore[arg-type]
+            usage_metadata=dict(_ZERO_USAGE),
             response_metadata={
                 "capsule_served": True,
                 "capsule_group": slot.group,
@@ -310,7 +312,7 @@ def _swap_model(r: Any, old: Any, new: Any) -> Any:
         return r if inner is r.bound else r.model_copy(update={"bound": inner})
     if isinstance(r, RunnableSequence):
         steps = [_swap_model(s, old, new) for s in r.steps]
-        if all(a is b for a, b in zip(steps, r.steps)):
+        if all(a is b for a, b in zip(steps, r.steps, strict=True)):
             return r
         return r.model_copy(update={"first": steps[0], "middle": steps[1:-1], "last": steps[-1]})
     if isinstance(r, RunnableParallel):

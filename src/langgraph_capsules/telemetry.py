@@ -44,11 +44,17 @@ class UsageTracker(BaseCallbackHandler):
     run_inline = True
     raise_error = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, track_runs: bool = True) -> None:
+        self.track_runs = track_runs
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
         self._parent: dict[UUID, UUID | None] = {}
         self._open: dict[UUID, tuple[float, dict[str, Any], str | None]] = {}
+
+    @property
+    def ignore_chain(self) -> bool:
+        """Chain events only serve to find root runs (off for per-node trackers)."""
+        return not self.track_runs
 
     # ------------------------------------------------------------- run tree
     def _root(self, run_id: UUID | None) -> str | None:
@@ -142,6 +148,11 @@ register_configure_hook(_ACTIVE, inheritable=True)
 _SUM_KEYS = ("input_tokens", "cached_tokens", "output_tokens")
 
 
+def _int(row: CallRecord, key: str) -> int:
+    value: Any = row.get(key, 0)
+    return int(value or 0)
+
+
 class UsageReport:
     """What :func:`track_usage` recorded; grows while the block runs."""
 
@@ -157,7 +168,7 @@ class UsageReport:
     @staticmethod
     def _sum(rows: list[CallRecord]) -> dict[str, Any]:
         billed = [r for r in rows if r["kind"] != "served"]
-        out: dict[str, Any] = {k: sum(int(r[k]) for r in billed) for k in _SUM_KEYS}  # type: ignore[literal-required]
+        out: dict[str, Any] = {k: sum(_int(r, k) for r in billed) for k in _SUM_KEYS}
         out["calls"] = len(billed)
         out["merged_calls"] = sum(1 for r in rows if r["kind"] == "merged")
         out["served_calls"] = sum(1 for r in rows if r["kind"] == "served")

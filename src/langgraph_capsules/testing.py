@@ -168,7 +168,7 @@ class ScriptedChatModel(BaseChatModel):
         with self._lock:
             for prev in self._recent:
                 k = 0
-                for a, b in zip(prev, toks):
+                for a, b in zip(prev, toks, strict=False):
                     if a != b:
                         break
                     k += 1
@@ -223,7 +223,7 @@ class ScriptedChatModel(BaseChatModel):
             )
         msg = AIMessage(
             content=text,
-            usage_metadata=usage,  # type: ignore[arg-type]
+            usage_metadata=usage,
             response_metadata={"model_name": self.model_name},
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])

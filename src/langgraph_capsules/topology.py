@@ -75,9 +75,7 @@ class Topology:
 
 def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
     """Read dependencies and eligibility from a builder (the builder is not modified)."""
-    nodes = tuple(
-        n for n, spec in builder.nodes.items() if not spec.is_error_handler and n != END
-    )
+    nodes = tuple(n for n, spec in builder.nodes.items() if not spec.is_error_handler and n != END)
     triggers: dict[str, set[Trigger]] = {n: set() for n in nodes}
     successors: dict[str, set[str]] = {n: set() for n in (*nodes, START)}
     for src, dst in builder.edges:
@@ -91,17 +89,17 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
     ineligible: dict[str, str] = {}
     opaque: list[str] = []
     for src, branches in builder.branches.items():
-        for spec in branches.values():
-            if spec.ends is None:
+        for branch in branches.values():
+            if branch.ends is None:
                 opaque.append(src)
                 continue
-            for target in spec.ends.values():
+            for target in branch.ends.values():
                 if target in triggers and target not in ineligible:
                     ineligible[target] = f"targeted by a conditional edge from '{src}'"
     for name in nodes:
         spec = builder.nodes[name]
         reason = None
-        if name in builder.branches and builder.branches[name]:
+        if builder.branches.get(name):
             reason = "has conditional out-edges"
         elif spec.ends:
             reason = "may return Command/Send (declares destinations)"

@@ -121,7 +121,7 @@ def make_plan(
         CapsuleConfigError: naming the node or group and the fix.
     """
     known = set(topo.nodes)
-    excluded = list(exclude)
+    excluded: list[str] = list(exclude)
     for node in excluded:
         if node not in known:
             raise CapsuleConfigError(
@@ -149,8 +149,8 @@ def make_plan(
                 code="bad_group_name",
             )
         owner: dict[str, str] = {}
-        for name, members in groups.items():
-            planned.append(_check_group(name, list(members), topo, ineligible, owner, known))
+        for name, declared in groups.items():
+            planned.append(_check_group(name, list(declared), topo, ineligible, owner, known))
     planned.sort(key=lambda g: g.name)
     in_group = {m for g in planned for m in g.members}
     untouched = {
@@ -202,8 +202,7 @@ def _check_group(
             )
         if m in owner and owner[m] != name:
             raise CapsuleConfigError(
-                f"node {m!r} is in two groups, {owner[m]!r} and {name!r}; "
-                "put it in one group only",
+                f"node {m!r} is in two groups, {owner[m]!r} and {name!r}; put it in one group only",
                 code="node_in_two_groups",
                 node=m,
                 group=name,
@@ -219,7 +218,9 @@ def _check_group(
             )
     mset = set(members)
     for m in members:
-        inner = [t for t in topo.triggers[m] if (t in mset) or (isinstance(t, tuple) and mset & set(t))]
+        inner = [
+            t for t in topo.triggers[m] if (t in mset) or (isinstance(t, tuple) and mset & set(t))
+        ]
         if inner:
             src = inner[0] if isinstance(inner[0], str) else "+".join(inner[0])
             raise CapsuleConfigError(

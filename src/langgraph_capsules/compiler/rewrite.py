@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypedDict, get_type_hints
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
 from langgraph_capsules._compat import END, RunnableCallable, clone_builder
@@ -33,6 +34,12 @@ from langgraph_capsules.topology import Topology
 from langgraph_capsules.types import GroupRunRecord
 
 __all__ = ["rewrite"]
+
+
+def _typeddict(name: str, fields: dict[str, Any]) -> type:
+    """A TypedDict built at run time (an ``input_schema`` that registers channels)."""
+    made: type = TypedDict(name, fields, total=False)  # type: ignore[misc]
+    return made
 
 
 def _hints(schema: Any, keys: list[str]) -> dict[str, Any]:
@@ -56,6 +63,7 @@ def rewrite(
     n = clone_builder(source)
     runtimes: dict[str, GroupRuntime] = {}
     member_of: dict[str, str] = {}
+    routed: dict[str, list[tuple[GroupRuntime, type]]] = {}
 
     # ---- exits first for every group, so chained groups see each other's gates
     for g in plan.groups:
@@ -73,17 +81,13 @@ def rewrite(
         mset = set(g.members)
         specs = {m: source.nodes[m] for m in g.members}
         input_keys = {m: list(source.schemas[specs[m].input_schema]) for m in g.members}
-        private_t = Annotated[dict, private_reducer]  # type: ignore[type-arg]
-        private_schema = TypedDict(  # type: ignore[operator]
-            f"CapsulePrivate_{g.name}", {g.channel: private_t}, total=False
-        )
+        private_t = Annotated[dict[str, Any], private_reducer]
+        private_schema = _typeddict(f"CapsulePrivate_{g.name}", {g.channel: private_t})
         capsule_fields: dict[str, Any] = {}
         for m in g.members:
             capsule_fields.update(_hints(specs[m].input_schema, input_keys[m]))
         capsule_fields[g.channel] = private_t
-        capsule_schema = TypedDict(  # type: ignore[operator]
-            f"CapsuleInput_{g.name}", capsule_fields, total=False
-        )
+        capsule_schema = _typeddict(f"CapsuleInput_{g.name}", capsule_fields)
         rt = GroupRuntime(
             plan=g,
             specs=specs,
@@ -101,16 +105,15 @@ def rewrite(
         joins = {starts for starts, d in n.waiting_edges if d in mset}
         n.waiting_edges = {(st, d) for st, d in n.waiting_edges if d not in mset}
         n.waiting_edges |= {(st, g.capsule_node) for st in joins}
-        route_map = [*g.members, g.capsule_node]
         for p in preds:
-            n.add_conditional_edges(
-                p,
-                RunnableCallable(rt.route_entry, name=f"capsule_route__{g.name}", trace=False),
-                route_map,
-            )
+            routed.setdefault(p, []).append((rt, private_schema))
 
         # ---- added nodes
         meta = {"capsule": {"group": g.name, "members": list(g.members)}}
+        for m in g.members:  # attribution for every call a member makes, at no run-time cost
+            member_meta = {**(n.nodes[m].metadata or {}), "capsule_group": g.name}
+            member_meta["capsule_member"] = m
+            n.nodes[m] = dataclasses.replace(n.nodes[m], metadata=member_meta)
         n.add_node(
             g.capsule_node,
             RunnableCallable(rt.capsule_sync, rt.capsule_async, name=g.capsule_node, trace=False),
@@ -138,8 +141,30 @@ def rewrite(
                 n.nodes[m], runnable=RunnableCallable(func, afunc, name=m, trace=False)
             )
 
+    for p, entries in routed.items():
+        _add_router(n, p, entries)
     _join_successors(n, topo, plan, member_of)
     return n, runtimes
+
+
+def _add_router(
+    n: StateGraph[Any, Any, Any, Any], pred: str, entries: list[tuple[GroupRuntime, type]]
+) -> None:
+    """One branch on ``pred`` routing every group it feeds: members or capsule node."""
+    rts = [rt for rt, _schema in entries]
+
+    def route(state: Any, config: RunnableConfig) -> list[str]:
+        out: list[str] = []
+        for rt in rts:
+            target = rt.route_entry(state, config)
+            out.extend([target] if isinstance(target, str) else target)
+        return out
+
+    ends = [x for rt in rts for x in (*rt.plan.members, rt.plan.capsule_node)]
+    name = "capsule_route"
+    n.add_conditional_edges(pred, RunnableCallable(route, name=name, trace=False), ends)
+    # the router reads no state: give it a (tiny) private schema to read
+    n.branches[pred][name] = n.branches[pred][name]._replace(input_schema=entries[0][1])
 
 
 def _join_successors(

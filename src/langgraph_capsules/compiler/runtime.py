@@ -25,6 +25,7 @@ from contextvars import copy_context
 from dataclasses import dataclass, field, is_dataclass
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
@@ -37,7 +38,13 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command
 from pydantic import BaseModel
 
-from langgraph_capsules._compat import TAG_NOSTREAM, BinaryOperatorAggregate, StateNodeSpec
+from langgraph_capsules._compat import (
+    TAG_NOSTREAM,
+    BinaryOperatorAggregate,
+    RunnableCallable,
+    StateNodeSpec,
+    node_runnable,
+)
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
 from langgraph_capsules.compiler.plan import GroupPlan
 from langgraph_capsules.errors import CapsuleConfigError
@@ -161,28 +168,17 @@ class GroupRuntime:
     # ----------------------------------------------------- member instrumentation
     def instrumented(self, member: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """Sync and async wrappers of a member node that report its usage to the gate."""
-        runnable = self.specs[member].runnable
+        runnable = node_runnable(self.specs[member])
         channel = self.plan.channel
-        meta = {"capsule_group": self.plan.name, "capsule_member": member}
 
         def run(input: Any, config: RunnableConfig) -> Any:
-            tracker = UsageTracker()
-            cfg = merge_configs(config, {"callbacks": [tracker], "metadata": meta})
-            token = var_child_runnable_config.set(cfg)  # calls made without config= see it
-            try:
-                ret = runnable.invoke(input, cfg)
-            finally:
-                var_child_runnable_config.reset(token)
+            tracker = UsageTracker(track_runs=False)
+            ret = runnable.invoke(input, _with_handler(config, tracker))
             return [ret, Command(update={channel: {"usage": tracker.records}})]
 
         async def arun(input: Any, config: RunnableConfig) -> Any:
-            tracker = UsageTracker()
-            cfg = merge_configs(config, {"callbacks": [tracker], "metadata": meta})
-            token = var_child_runnable_config.set(cfg)
-            try:
-                ret = await runnable.ainvoke(input, cfg)
-            finally:
-                var_child_runnable_config.reset(token)
+            tracker = UsageTracker(track_runs=False)
+            ret = await runnable.ainvoke(input, _with_handler(config, tracker))
             return [ret, Command(update={channel: {"usage": tracker.records}})]
 
         return run, arun
@@ -267,19 +263,20 @@ class GroupRuntime:
                 "error": staging.get("error"),
             }
         )
-        writes: list[Any] = [Command(update={self.plan.channel: None})]
-        writes.extend(self._commit(staging.get("updates") or []))
-        return writes
+        commits = self._commit(staging.get("updates") or [])
+        if not commits:
+            return {self.plan.channel: None}
+        return [Command(update={self.plan.channel: None}), *commits]
 
     async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """Async twin of :meth:`gate` (no I/O; avoids a thread hop)."""
         return self.gate(state, config)
 
-    def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command]:
+    def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command[Any]]:
         """Fold single-value keys (one writer per key in a fan-out group); write reducer
         keys once per member, in node-name order as LangGraph applies a superstep."""
         folded: dict[str, Any] = {}
-        per_member: list[Command] = []
+        per_member: list[Command[Any]] = []
         for _member, update in sorted(staged, key=lambda mu: mu[0]):
             multi = {k: v for k, v in update.items() if _multi_write(self.channels.get(k))}
             folded.update({k: v for k, v in update.items() if k not in multi})
@@ -305,6 +302,7 @@ class _CapsuleRun:
         self.problems: dict[str, str] = {}
         self.started = time.perf_counter()
         self.merge_stats: dict[str, Any] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -------------------------------------------------- running the members
     def _member_sync(self, member: str) -> Any:
@@ -314,7 +312,7 @@ class _CapsuleRun:
         child = patch_config(cfg, callbacks=run.get_child())
         var_child_runnable_config.set(child)
         try:
-            out = self.rt.specs[member].runnable.invoke(self.inputs[member], child)
+            out = node_runnable(self.rt.specs[member]).invoke(self.inputs[member], child)
         except BaseException as e:
             run.on_chain_error(e)
             raise
@@ -327,13 +325,31 @@ class _CapsuleRun:
         run = await manager.on_chain_start(None, self.inputs[member], name=member)
         child = patch_config(cfg, callbacks=run.get_child())
         var_child_runnable_config.set(child)
+        runnable = node_runnable(self.rt.specs[member])
         try:
-            out = await self.rt.specs[member].runnable.ainvoke(self.inputs[member], child)
+            if _sync_only(runnable):
+                # A parked sync member blocks its thread until the merged answer comes: run
+                # it on this run's own threads, never on the loop's shared default executor
+                # (12 parked members of 4 groups would exhaust it and deadlock).
+                loop = asyncio.get_running_loop()
+                ctx = copy_context()
+                out = await loop.run_in_executor(
+                    self._threads(), ctx.run, runnable.invoke, self.inputs[member], child
+                )
+            else:
+                out = await runnable.ainvoke(self.inputs[member], child)
         except BaseException as e:
             await run.on_chain_error(e)
             raise
         await run.on_chain_end(out if isinstance(out, dict) else {"output": out})
         return out
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
+            )
+        return self._pool
 
     def _context(self, member: str) -> Any:
         ctx = copy_context()
@@ -378,7 +394,9 @@ class _CapsuleRun:
         finally:
             self._abort_unanswered("capsule node stopped before answering")
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
-        outcomes = {m: self._outcome(r) for m, r in zip(tasks, results)}
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        outcomes = {m: self._outcome(r) for m, r in zip(tasks, results, strict=True)}
         return self._stage(outcomes)
 
     # --------------------------------------------------- the merged call(s)
@@ -492,7 +510,11 @@ class _CapsuleRun:
     def _stage(self, outcomes: dict[str, _Outcome]) -> dict[str, Any]:
         updates = [[m, o.update] for m, o in outcomes.items() if o.update is not None]
         route = [m for m, o in outcomes.items() if o.update is None]
-        reasons = {m: self.problems.get(m) or o.reason or "" for m, o in outcomes.items() if o.update is None}
+        reasons = {
+            m: self.problems.get(m) or o.reason or ""
+            for m, o in outcomes.items()
+            if o.update is None
+        }
         staging = {
             "tier": self.tier,
             "updates": updates,
@@ -503,6 +525,31 @@ class _CapsuleRun:
             "elapsed_s": time.perf_counter() - self.started,
         }
         return {self.rt.plan.channel: {"staging": staging}}
+
+
+def _sync_only(runnable: Any) -> bool:
+    """A node made from a plain ``def`` (LangGraph would run its ``ainvoke`` in a thread)."""
+    if not isinstance(runnable, RunnableCallable) or runnable.func is None:
+        return False
+    afunc = runnable.afunc
+    return afunc is None or getattr(afunc, "__wrapped__", None) is runnable.func
+
+
+def _with_handler(config: RunnableConfig, handler: Any) -> RunnableConfig:
+    """Add a callback handler to a node run's config.
+
+    The callback manager in a node's config is created for that node run alone
+    (LangGraph's ``RunnableSeq`` makes a child manager per run), and the ambient
+    config that calls without ``config=`` read is this same dict, so adding the
+    handler in place reaches every LLM call of the node at no copying cost.
+    """
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        callbacks.add_handler(handler, inherit=True)
+        return config
+    cfg = merge_configs(config, {"callbacks": [handler]})
+    var_child_runnable_config.set(cfg)
+    return cfg
 
 
 def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:

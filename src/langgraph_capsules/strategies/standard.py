@@ -11,7 +11,8 @@ Section markers carry a random nonce drawn per call and checked against the prom
 so no source text (a document, an earlier agent's output) can forge a section
 boundary. The reply is split by sorting the marker lines by position and slicing
 between neighbours; a task whose marker is missing or repeated, whose section is
-empty, or whose section contains the nonce (it swallowed a broken marker) gets no answer (its member is re-run through its original node).
+empty, or whose section contains the nonce (it swallowed a broken marker) gets no
+answer; its member is re-run through its original node.
 """
 
 from __future__ import annotations
@@ -153,7 +154,6 @@ def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[s
         ``(answers, problems)``: the section text per member that has a usable section,
         and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``) per member that has not.
     """
-    n = len(prompt.members)
     found: dict[int, list[tuple[int, int]]] = {}
     marks = sorted(
         (m.start(), m.end(), int(m.group(1))) for m in _marker_re(prompt.nonce).finditer(text)
