@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import operator
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from conftest import COMPOUND, DOC, KINDS, build_app
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import START, StateGraph
 
 import langgraph_capsules as lc
 from langgraph_capsules.testing import ScriptedChatModel
@@ -100,30 +103,25 @@ def test_original_and_capsule_graph_share_one_model_object() -> None:
     assert [x.merged for x in scripted.calls].count(True) == 1
 
 
+class ManyState(TypedDict, total=False):
+    doc: str
+    out: Annotated[list[str], operator.add]
+
+
 def test_many_parked_sync_members_under_ainvoke_do_not_exhaust_the_executor() -> None:
     """12 sync members in 4 groups park at once: more than the loop's default executor
     holds on a small machine. Each capsule run must use threads of its own."""
-    import operator
-    from typing import Annotated, TypedDict
-
-    from langchain_core.messages import HumanMessage, SystemMessage
-    from langgraph.graph import START, StateGraph
-
-    class S(TypedDict, total=False):
-        doc: str
-        out: Annotated[list[str], operator.add]
-
     scripted = ScriptedChatModel()
     llm = lc.CapsuleChatModel(scripted)
 
     def mk(name: str) -> Any:
-        def node(state: S) -> dict[str, Any]:
+        def node(state: ManyState) -> dict[str, Any]:
             r = llm.invoke([SystemMessage(f"Agent {name}."), HumanMessage(state["doc"])])
             return {"out": [f"{name}:{r.content}"]}
 
         return node
 
-    b = StateGraph(S)
+    b = StateGraph(ManyState)
     groups: dict[str, list[str]] = {}
     for lens in ("p", "q", "r", "s"):
         for kind in ("x", "y", "z"):
