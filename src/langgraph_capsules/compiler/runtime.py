@@ -371,7 +371,7 @@ class _CapsuleRun:
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
             try:
-                self._answer(self._call_sync)
+                self._answer_sync()
             finally:
                 self._abort_unanswered("capsule node stopped before answering")
             concurrent.futures.wait(list(futures.values()))
@@ -389,8 +389,7 @@ class _CapsuleRun:
             parked = asyncio.wrap_future(self.slots[m].parked)
             await asyncio.wait({parked, tasks[m]}, return_when=asyncio.FIRST_COMPLETED)
         try:
-            replies = await self._acollect()
-            self._distribute(replies)
+            await self._answer_async()
         finally:
             self._abort_unanswered("capsule node stopped before answering")
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -434,38 +433,35 @@ class _CapsuleRun:
         }
         return prompt, model, _merged_kwargs(parked, model)
 
-    def _call_sync(self, model: Any, prompt: Any, kwargs: dict[str, Any], bucket: list[str]) -> Any:
-        cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
-        return model.inner.invoke(prompt.messages, cfg, **kwargs)
-
-    def _answer(self, call: Callable[..., Any]) -> None:
-        replies = []
+    def _prepared(self) -> list[tuple[list[str], Any, Any, dict[str, Any], RunnableConfig]]:
+        """Per merge bucket: members, prompt, model, call options and config."""
+        out = []
         for bucket in self._buckets():
             prepared = self._prepare(bucket)
-            if prepared is None:
-                continue
-            prompt, model, kwargs = prepared
+            if prepared is not None:
+                cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
+                out.append((bucket, *prepared, cfg))
+        return out
+
+    def _answer_sync(self) -> None:
+        replies = []
+        for bucket, prompt, model, kwargs, cfg in self._prepared():
             try:
-                reply: Any = call(model, prompt, kwargs, bucket)
+                reply: Any = model.inner.invoke(prompt.messages, cfg, **kwargs)
             except Exception as e:  # the merged call failed: every member falls back
                 reply = e
             replies.append((bucket, prompt, reply))
         self._distribute(replies)
 
-    async def _acollect(self) -> list[tuple[list[str], Any, Any]]:
+    async def _answer_async(self) -> None:
         replies = []
-        for bucket in self._buckets():
-            prepared = self._prepare(bucket)
-            if prepared is None:
-                continue
-            prompt, model, kwargs = prepared
-            cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
+        for bucket, prompt, model, kwargs, cfg in self._prepared():
             try:
                 reply: Any = await model.inner.ainvoke(prompt.messages, cfg, **kwargs)
             except Exception as e:
                 reply = e
             replies.append((bucket, prompt, reply))
-        return replies
+        self._distribute(replies)
 
     def _distribute(self, replies: list[tuple[list[str], Any, Any]]) -> None:
         for bucket, prompt, reply in replies:
