@@ -4,6 +4,7 @@ Subcommands:
 
 * ``capsules demo``: a small LangGraph app run fine and compound on the scripted
   model, with the telemetry table (no network, a few seconds).
+* ``capsules bench ci``: the competitive-intelligence benchmark (from a checkout).
 * ``capsules local install|path|list``: the embedded local model (see
   :mod:`langgraph_capsules.local`).
 """
@@ -14,6 +15,7 @@ import argparse
 import operator
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 __all__ = ["main"]
@@ -84,12 +86,49 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmarks_root() -> Path | None:
+    """The checkout holding ``benchmarks/competitive_intelligence`` (they ship with the
+    repository, not the wheel): searched from the working directory up, then from an
+    editable install's source tree."""
+    marker = Path("benchmarks") / "competitive_intelligence" / "runner.py"
+    here = Path.cwd().resolve()
+    for root in (here, *here.parents, *Path(__file__).resolve().parents):
+        if (root / marker).is_file():
+            return root
+    return None
+
+
+def _add_bench(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="side-by-side benchmarks (from a repository checkout)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    root = _benchmarks_root()
+    if root is None:
+
+        def missing(args: argparse.Namespace) -> int:
+            print(
+                "error: benchmarks/competitive_intelligence not found; run `capsules bench` "
+                "from a checkout of the langgraph-capsules repository",
+                file=sys.stderr,
+            )
+            return 2
+
+        ci = bench_sub.add_parser("ci", help="(needs a repository checkout)")
+        ci.set_defaults(func=missing)
+        return
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.competitive_intelligence import runner
+
+    runner.add_cli(bench_sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``capsules`` command."""
     parser = argparse.ArgumentParser(prog="capsules", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a small app fine and compound on the scripted model")
     demo.set_defaults(func=_demo)
+    _add_bench(sub)
     from langgraph_capsules import local
 
     local.add_cli(sub)

@@ -454,6 +454,22 @@ class LocalServer:
     threads: int
     """CPU threads for generation and for prompt processing."""
 
+    def erase_prefix_cache(self) -> int:
+        """Erase every slot's cached prompt prefix (so the next call starts cold).
+
+        Benchmarks call this between arms so that no arm profits from the prompts an
+        earlier arm left in the server's prefix cache. Returns the tokens erased.
+        """
+        import httpx
+
+        root = self.base_url.rsplit("/v1", 1)[0]
+        erased = 0
+        for slot in range(self.n_parallel):
+            r = httpx.post(f"{root}/slots/{slot}?action=erase", timeout=30)
+            r.raise_for_status()
+            erased += int(r.json().get("n_erased", 0))
+        return erased
+
     def chat_model(
         self, *, max_tokens: int = 512, temperature: float = 0.0, **chat_kwargs: Any
     ) -> ChatOpenAI:
@@ -580,6 +596,8 @@ def server(
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # a free port
     params.offline = True  # never reach a model hub
+    params.endpoint_slots = True  # /slots: lets a benchmark erase the prefix cache between arms
+    params.slot_save_path = tempfile.gettempdir()  # required by the /slots erase action
 
     start = time.perf_counter()
     try:

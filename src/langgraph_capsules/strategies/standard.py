@@ -39,14 +39,11 @@ DEFAULT_SECTION_WORDS = 250
 """Budget of the structural hint, in words per section (the paper's parallel framing)."""
 
 _PREAMBLE = (
-    "You are a team of specialists answering {n} independent tasks in one reply.\n"
-    "- Each task has its own instructions and output format: follow them exactly, as if "
-    "that task were the only one.\n"
-    "- The tasks are independent: never refer to another task or its answer.\n"
-    "- Give every task a complete, full-depth answer; the last task deserves the same "
-    "depth as the first. Budget about {words} words per task.\n"
-    "- Start each answer with its marker line exactly as shown at the end, and write "
-    "nothing before the first marker."
+    "Answer the {n} independent tasks below in one reply. Follow each task's own "
+    "instructions and format as if it were the only task, and never refer to another "
+    "task. Give every task a complete, full-depth answer of about {words} words; the "
+    "last task deserves the same depth as the first. Start each answer with its marker "
+    "line, exactly as shown at the end, and write nothing before the first marker."
 )
 _SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i}"

@@ -1,0 +1,527 @@
+"""``capsules bench ci``: the four arms side by side on the same inputs and model.
+
+Arms (``--arms``):
+
+* ``lg14``: the hand-written 14-node LangGraph app;
+* ``lg6``: its hand-merged 6-node variant;
+* ``capsules_fine``: ``capsulize()`` over the same 14-node builder, fine tier;
+* ``capsules_compound``: the same capsule graph, standard tier (one merged call per arm).
+
+Runs are interleaved (run 1: company 1: A B C D, company 2: A B C D, ...; then run 2),
+so machine drift hits every arm alike. Every run is measured with
+:func:`langgraph_capsules.track_usage` (calls; input, cached and output tokens) and a
+wall clock, and scored by the gold-fact judge (``judge.py``). The runner writes
+``results.json`` (one record per arm, company and run), ``report.md`` with the
+side-by-side table, and two PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+import langgraph_capsules as lc
+from benchmarks.competitive_intelligence.dataset import Company, load_companies, load_company
+from benchmarks.competitive_intelligence.judge import score_run
+from benchmarks.competitive_intelligence.pipeline import (
+    ARM_GROUPS,
+    build_lg6,
+    build_lg14,
+    initial_state,
+)
+
+__all__ = ["ARMS", "Arm", "add_cli", "build_arms", "main", "run_benchmark", "summarize"]
+
+ARMS = {
+    "lg14": "LG 14-node",
+    "lg6": "LG hand-merged",
+    "capsules_fine": "capsules fine",
+    "capsules_compound": "capsules compound",
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+BUCKETS = ("scoping", "competitive", "product", "financial", "risk", "briefer")
+
+
+@dataclass
+class Arm:
+    """One arm: a compiled app and the config of its runs."""
+
+    name: str
+    label: str
+    app: Any
+    config: dict[str, Any]
+    capsules: lc.CapsuleGraph | None = None
+
+
+def build_arms(llm: BaseChatModel, names: Sequence[str]) -> list[Arm]:
+    """Build the requested arms over one model object."""
+    wrapped = lc.CapsuleChatModel(llm)
+    b14 = build_lg14(wrapped)  # the very same builder serves lg14 and both capsules arms
+    capsules = lc.capsulize(b14, groups=ARM_GROUPS)
+    app = capsules.compile()
+    out = []
+    for name in names:
+        if name == "lg14":
+            out.append(Arm(name, ARMS[name], b14.compile(), {}))
+        elif name == "lg6":
+            out.append(Arm(name, ARMS[name], build_lg6(llm).compile(), {}))
+        elif name in ("capsules_fine", "capsules_compound"):
+            mode = "fine" if name == "capsules_fine" else "compound"
+            cfg = {"configurable": {"capsules": {"mode": mode}}}
+            out.append(Arm(name, ARMS[name], app, cfg, capsules))
+        else:
+            raise SystemExit(f"unknown arm {name!r}; arms: {', '.join(ARMS)}")
+    return out
+
+
+def _bucket(rec: lc.CallRecord) -> str:
+    node = str(rec.get("group") or rec.get("node") or "")
+    for lens in BUCKETS:
+        if lens in node:
+            return lens
+    return node or "other"
+
+
+LOCAL_SAMPLING = {"repeat_penalty": 1.1}
+"""llama.cpp sampling for the embedded models: at temperature 0 without a repeat penalty
+the 0.5B model loops ("Insight, Insight, ..."); 1.1 is llama.cpp's classic default."""
+
+
+@dataclass
+class Model:
+    """The model under test, and how to reset its prefix cache between arm runs."""
+
+    llm: BaseChatModel
+    label: str
+    reset: Any
+
+
+@contextlib.contextmanager
+def open_model(spec: str, *, progress: Any = None) -> Iterator[Model]:
+    """The chat model for ``--model``: ``scripted``, a local registry name or GGUF path,
+    an OpenAI-compatible base URL, or ``openai:MODEL`` (uses ``OPENAI_*`` variables)."""
+    if spec == "scripted":
+        from benchmarks.competitive_intelligence.scripted import scripted_analyst
+
+        scripted = scripted_analyst()
+        yield Model(scripted, "scripted-analyst (ScriptedChatModel)", scripted.reset)
+        return
+    if spec.startswith("openai:") or spec.startswith(("http://", "https://")):
+        from langchain_openai import ChatOpenAI
+
+        if spec.startswith("openai:"):
+            llm = ChatOpenAI(model=spec.split(":", 1)[1], temperature=0, stream_usage=True)
+        else:
+            llm = ChatOpenAI(base_url=spec, temperature=0, stream_usage=True)
+        yield Model(llm, spec, lambda: None)  # a remote cache cannot be reset
+        return
+    local = lc.local
+    if spec in local.MODELS:
+        local.install(spec, progress=progress)
+    with local.server(spec) as srv:
+        llm = srv.chat_model(max_tokens=512, temperature=0.0, extra_body=LOCAL_SAMPLING)
+        label = (
+            f"{spec} (llama.cpp via xllamacpp, repeat_penalty {LOCAL_SAMPLING['repeat_penalty']})"
+        )
+        yield Model(llm, label, srv.erase_prefix_cache)
+
+
+def run_benchmark(
+    *,
+    model: str,
+    companies: int,
+    runs: int,
+    arms: Sequence[str],
+    out: Path,
+    company_ids: Sequence[str] | None = None,
+    console: Any = None,
+) -> list[dict[str, Any]]:
+    """Run the arms interleaved and write results.json, report.md and the plots."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True, width=max(Console(stderr=True).width, 120))
+    chosen = [load_company(c) for c in company_ids] if company_ids else _choose_companies(companies)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    started = time.time()
+
+    def install_progress(stage: str, done: int, total: int) -> None:
+        if done == 0 or done == total:
+            console.log(f"local model: {stage} {done}/{total}")
+
+    with open_model(model, progress=install_progress) as opened:
+        model_label = opened.label
+        built = build_arms(opened.llm, arms)
+        total = runs * len(chosen) * len(built)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("benchmark", total=total)
+            for run in range(1, runs + 1):
+                for company in chosen:
+                    for arm in built:
+                        bar.update(task, description=f"run {run} {company['id']} {arm.label}")
+                        opened.reset()  # every arm run starts with a cold prefix cache
+                        rec = _run_one(arm, company, run, model_label)
+                        records.append(rec)
+                        bar.advance(task)
+                        console.log(_one_line(rec))
+    meta = {
+        "model": model_label,
+        "model_spec": model,
+        "companies": [c["id"] for c in chosen],
+        "held_out": [c["id"] for c in chosen if c["held_out"]],
+        "runs": runs,
+        "arms": list(arms),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}",
+        "elapsed_s": round(time.time() - started, 1),
+        "command": "capsules " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
+    }
+    summary = summarize(records, list(arms))
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "records": records}, indent=2)
+    )
+    report = render_report(meta, summary)
+    (out / "report.md").write_text(report)
+    plot(records, list(arms), out)
+    console.print(_rich_table(summary))
+    console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
+    return records
+
+
+def _one_line(rec: dict[str, Any]) -> str:
+    q = "error: " + str(rec["error"]) if rec["error"] else f"quality {rec['quality']:.3f}"
+    return (
+        f"run {rec['run']} {rec['company']} {rec['label']}: {rec['calls']} calls, "
+        f"{rec['input_tokens']} in ({rec['cached_tokens']} cached), {rec['output_tokens']} out, "
+        f"{rec['wall_s']:.1f} s, {q}"
+    )
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _choose_companies(n: int) -> list[Company]:
+    """Held-out companies first (never used to tune prompts), then the others."""
+    every = load_companies()
+    ordered = [c for c in every if c["held_out"]] + [c for c in every if not c["held_out"]]
+    if not 1 <= n <= len(ordered):
+        raise SystemExit(f"--companies must be between 1 and {len(ordered)}")
+    return ordered[:n]
+
+
+def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str, Any]:
+    error = None
+    outputs: dict[str, Any] = {}
+    fallbacks: list[str] = []
+    t0 = time.perf_counter()
+    with lc.track_usage() as usage:
+        try:
+            outputs = arm.app.invoke(initial_state(company), arm.config)
+        except Exception as e:  # a failed run is recorded, never hidden
+            error = f"{type(e).__name__}: {e}"
+    wall = time.perf_counter() - t0
+    if arm.capsules is not None:
+        recent = arm.capsules.history()[-len(ARM_GROUPS) :]
+        fallbacks = sorted(m for r in recent for m in r["fallback"])
+    totals = usage.totals()
+    groups: dict[str, dict[str, int]] = {b: {"input": 0, "output": 0} for b in BUCKETS}
+    for rec in usage.calls:
+        if rec["kind"] == "served":
+            continue
+        slot = groups.setdefault(_bucket(rec), {"input": 0, "output": 0})
+        slot["input"] += rec["input_tokens"]
+        slot["output"] += rec["output_tokens"]
+    score = score_run(company, outputs) if error is None else None
+    return {
+        "arm": arm.name,
+        "label": arm.label,
+        "company": company["id"],
+        "held_out": company["held_out"],
+        "run": run,
+        "model": model_label,
+        "calls": totals["calls"],
+        "input_tokens": totals["input_tokens"],
+        "cached_tokens": totals["cached_tokens"],
+        "output_tokens": totals["output_tokens"],
+        "wall_s": round(wall, 3),
+        "quality": None if score is None else round(score["quality"], 4),
+        "quality_parts": None
+        if score is None
+        else {k: v for k, v in score.items() if k != "quality"},
+        "tokens_per_group": groups,
+        "fallback_members": fallbacks,
+        "error": error,
+    }
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def _spread(xs: Sequence[float]) -> tuple[float, float]:
+    return (min(xs), max(xs)) if xs else (math.nan, math.nan)
+
+
+def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
+    """Per arm: medians with spread, ratios to both LangGraph arms, MDD and quality deltas."""
+    keys = ("input_tokens", "cached_tokens", "output_tokens", "calls", "wall_s", "quality")
+    per: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        rows = [r for r in records if r["arm"] == arm and r["error"] is None]
+        stats: dict[str, Any] = {
+            "runs_ok": len(rows),
+            "errors": sum(1 for r in records if r["arm"] == arm and r["error"]),
+        }
+        for k in keys:
+            vals = [float(r[k]) for r in rows if r[k] is not None]
+            stats[k] = {"median": _median(vals), "min": _spread(vals)[0], "max": _spread(vals)[1]}
+        inputs = stats["input_tokens"]["median"]
+        stats["cached_share"] = stats["cached_tokens"]["median"] / inputs if inputs else math.nan
+        per[arm] = stats
+    # MDD: 2.5 x pooled run-to-run standard deviation within (arm, company) cells
+    variances = []
+    for arm in arms:
+        for company in {r["company"] for r in records}:
+            q = [
+                r["quality"]
+                for r in records
+                if r["arm"] == arm and r["company"] == company and r["quality"] is not None
+            ]
+            if len(q) >= 2:
+                variances.append(statistics.variance(q))
+    mdd = 2.5 * math.sqrt(statistics.mean(variances)) if variances else None
+    for arm in arms:
+        for ref in ("lg14", "lg6"):
+            if ref not in per:
+                continue
+            for k in ("input_tokens", "output_tokens", "wall_s", "calls"):
+                base = per[ref][k]["median"]
+                per[arm][f"{k}_vs_{ref}"] = per[arm][k]["median"] / base if base else math.nan
+            per[arm][f"quality_delta_vs_{ref}"] = _paired_delta(records, arm, ref)
+    return {
+        "arms": per,
+        "mdd": mdd,
+        "mdd_basis": "2.5 x pooled run-to-run std within (arm, company)",
+    }
+
+
+def _paired_delta(records: Sequence[dict[str, Any]], arm: str, ref: str) -> float:
+    """Median over (company, run) pairs of quality(arm) - quality(ref)."""
+    by_key = {(r["company"], r["run"]): r["quality"] for r in records if r["arm"] == ref}
+    deltas = [
+        r["quality"] - by_key[(r["company"], r["run"])]
+        for r in records
+        if r["arm"] == arm
+        and r["quality"] is not None
+        and by_key.get((r["company"], r["run"])) is not None
+    ]
+    return _median(deltas)
+
+
+def _fmt(x: float, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def _with_range(stat: dict[str, float], digits: int) -> str:
+    lo, hi = _fmt(stat["min"], digits), _fmt(stat["max"], digits)
+    return f"{_fmt(stat['median'], digits)} ({lo}-{hi})"
+
+
+def _mdd_text(mdd: float | None) -> str:
+    return _fmt(mdd, 3) if mdd is not None else "n/a (needs --runs >= 2)"
+
+
+def _rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    mdd = summary["mdd"]
+    for arm, s in summary["arms"].items():
+        q = s["quality"]
+        rows.append(
+            [
+                ARMS[arm],
+                _fmt(s["input_tokens"]["median"]),
+                _fmt(s["cached_tokens"]["median"]),
+                _fmt(s["output_tokens"]["median"]),
+                _fmt(s["calls"]["median"]),
+                _with_range(s["wall_s"], 1),
+                _with_range(q, 3),
+                _ratio(s, "input_tokens", "lg14") + " / " + _ratio(s, "input_tokens", "lg6"),
+                _ratio(s, "output_tokens", "lg14") + " / " + _ratio(s, "output_tokens", "lg6"),
+                _ratio(s, "wall_s", "lg14") + " / " + _ratio(s, "wall_s", "lg6"),
+                _delta(s, "lg14", mdd) + " / " + _delta(s, "lg6", mdd),
+            ]
+        )
+    return rows
+
+
+_HEADERS = [
+    "arm",
+    "input tok",
+    "cached tok",
+    "output tok",
+    "calls",
+    "wall s (min-max)",
+    "quality (min-max)",
+    "input vs LG14 / LG6",
+    "output vs LG14 / LG6",
+    "wall vs LG14 / LG6",
+    "Δquality vs LG14 / LG6",
+]
+
+
+def _ratio(s: dict[str, Any], key: str, ref: str) -> str:
+    v = s.get(f"{key}_vs_{ref}")
+    return "-" if v is None else f"{_fmt(v, 2)}x"
+
+
+def _delta(s: dict[str, Any], ref: str, mdd: float | None) -> str:
+    v = s.get(f"quality_delta_vs_{ref}")
+    if v is None:
+        return "-"
+    sign = "+" if v >= 0 else ""
+    return f"{sign}{_fmt(v, 3)}"
+
+
+def _rich_table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    mdd = summary["mdd"]
+    caption = f"medians over runs and companies; MDD = {_mdd_text(mdd)}"
+    table = Table(title="competitive-intelligence benchmark", caption=caption)
+    for h in _HEADERS:
+        table.add_column(h, justify="left" if h == "arm" else "right")
+    for row in _rows(summary):
+        table.add_row(*row)
+    return table
+
+
+def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The markdown report: what ran, the side-by-side table, and how to read it."""
+    mdd = summary["mdd"]
+    lines = [
+        "# Competitive-intelligence benchmark",
+        "",
+        f"- command: `{meta['command'] or 'capsules bench ci'}`",
+        f"- model: {meta['model']}",
+        f"- date: {meta['date']}; machine: {meta['machine']}; elapsed {meta['elapsed_s']} s",
+        f"- companies: {', '.join(meta['companies'])} "
+        f"(held out: {', '.join(meta['held_out']) or 'none'}); runs: {meta['runs']}",
+        "- judge: deterministic gold-fact recall (benchmarks/competitive_intelligence/judge.py); "
+        f"MDD = {_mdd_text(mdd)} "
+        f"({summary['mdd_basis']})",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "---|" * len(_HEADERS),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(summary)]
+    lines += [
+        "",
+        "Token and call figures are medians over (company, run) cells; ratios are of medians. "
+        "Δquality is the median paired difference per (company, run); a |Δ| below the MDD "
+        "is indistinguishable from noise.",
+        "",
+        "![quality vs input tokens](quality_vs_input.png)",
+        "",
+        "![tokens per group](tokens_per_group.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Sequence[dict[str, Any]], arms: Sequence[str], out: Path) -> None:
+    """quality_vs_input.png (per arm) and tokens_per_group.png (input tokens per group)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in arms:
+        rows = [r for r in records if r["arm"] == arm and r["quality"] is not None]
+        ax.scatter(
+            [r["input_tokens"] for r in rows],
+            [r["quality"] for r in rows],
+            label=ARMS[arm],
+            alpha=0.8,
+        )
+    ax.set_xlabel("input tokens per run")
+    ax.set_ylabel("quality (gold-fact judge)")
+    ax.set_title("Quality against input tokens")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_input.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(len(arms), 1)
+    for i, arm in enumerate(arms):
+        rows = [r for r in records if r["arm"] == arm and r["error"] is None]
+        meds = [
+            _median([r["tokens_per_group"].get(b, {}).get("input", 0) for r in rows])
+            for b in BUCKETS
+        ]
+        ax.bar([j + i * width for j in range(len(BUCKETS))], meds, width, label=ARMS[arm])
+    ax.set_xticks([j + width * (len(arms) - 1) / 2 for j in range(len(BUCKETS))], BUCKETS)
+    ax.set_ylabel("median input tokens per run")
+    ax.set_title("Input tokens per group")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "tokens_per_group.png", dpi=120)
+    plt.close(fig)
+
+
+def add_cli(sub: Any) -> None:
+    """Register ``ci`` under the ``bench`` command."""
+    ci = sub.add_parser("ci", help="the competitive-intelligence benchmark, all arms side by side")
+    ci.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="scripted | local model name | GGUF path | URL | openai:MODEL",
+    )
+    ci.add_argument(
+        "--companies", type=int, default=1, help="how many (held-out companies come first)"
+    )
+    ci.add_argument(
+        "--company", action="append", dest="company_ids", help="run this company id (repeatable)"
+    )
+    ci.add_argument("--runs", type=int, default=1)
+    ci.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ci.add_argument("--out", type=Path, default=Path("bench-out/ci"))
+    ci.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``capsules bench ci``."""
+    records = run_benchmark(
+        model=args.model,
+        companies=args.companies,
+        runs=args.runs,
+        arms=args.arms,
+        out=args.out,
+        company_ids=args.company_ids,
+    )
+    return 1 if all(r["error"] for r in records) else 0

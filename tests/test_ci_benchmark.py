@@ -1,0 +1,134 @@
+"""The competitive-intelligence benchmark end to end on the scripted model (seconds).
+
+Only development companies are used here: held-out companies are never read by tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import langgraph_capsules as lc  # noqa: E402
+from benchmarks.competitive_intelligence import runner  # noqa: E402
+from benchmarks.competitive_intelligence.dataset import (  # noqa: E402
+    KINDS,
+    LENSES,
+    company_ids,
+    load_company,
+)
+from benchmarks.competitive_intelligence.judge import score_run  # noqa: E402
+from benchmarks.competitive_intelligence.pipeline import (  # noqa: E402
+    extractor_key,
+    split_arm_reply,
+)
+from langgraph_capsules import cli  # noqa: E402
+
+DEV = company_ids(held_out=False)[:2]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    runner.run_benchmark(
+        model="scripted",
+        companies=len(DEV),
+        runs=2,
+        arms=list(runner.ARMS),
+        out=out,
+        company_ids=DEV,
+    )
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_records_are_complete_and_interleaved(results: tuple[Path, dict[str, Any]]) -> None:
+    _out, data = results
+    records = data["records"]
+    assert len(records) == 2 * len(DEV) * 4
+    required = {"arm", "company", "run", "calls", "input_tokens", "cached_tokens"}
+    required |= {"output_tokens", "wall_s", "quality"}
+    assert all(required <= set(r) and r["error"] is None for r in records)
+    assert [r["arm"] for r in records[:8]] == list(runner.ARMS) * 2  # A B C D A B C D
+    assert [r["company"] for r in records[:8]] == [DEV[0]] * 4 + [DEV[1]] * 4
+    assert data["meta"]["companies"] == DEV and data["meta"]["held_out"] == []
+
+
+def test_calls_tokens_and_quality_per_arm(results: tuple[Path, dict[str, Any]]) -> None:
+    _out, data = results
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for r in data["records"]:
+        by_arm.setdefault(r["arm"], []).append(r)
+    assert {r["calls"] for r in by_arm["lg14"]} == {14}
+    assert {r["calls"] for r in by_arm["capsules_fine"]} == {14}
+    assert {r["calls"] for r in by_arm["lg6"]} == {6}
+    assert {r["calls"] for r in by_arm["capsules_compound"]} == {6}
+    for a, b in zip(by_arm["lg14"], by_arm["capsules_fine"], strict=True):
+        assert a["quality"] == b["quality"] and a["input_tokens"] == b["input_tokens"]
+    for fine, comp in zip(by_arm["capsules_fine"], by_arm["capsules_compound"], strict=True):
+        assert comp["input_tokens"] < 0.8 * fine["input_tokens"]
+        assert comp["fallback_members"] == []
+        assert comp["tokens_per_group"]["competitive"]["input"] > 0
+    assert all(0.2 < r["quality"] < 1.0 for r in data["records"])
+    summary = data["summary"]
+    assert summary["mdd"] == 0.0  # deterministic model and judge: no run-to-run spread
+    assert summary["arms"]["capsules_compound"]["calls_vs_lg14"] == pytest.approx(6 / 14)
+
+
+def test_report_and_plots_written(results: tuple[Path, dict[str, Any]]) -> None:
+    out, _data = results
+    report = (out / "report.md").read_text()
+    assert "| capsules compound |" in report and "MDD" in report and DEV[0] in report
+    for png in ("quality_vs_input.png", "tokens_per_group.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_cli_runs_the_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "ci", "--model", "scripted", "--company", DEV[0], "--arms", "lg14"]
+    argv += ["capsules_compound", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["arm"] for r in data["records"]] == ["lg14", "capsules_compound"]
+
+
+def test_judge_orders_good_truncated_and_bad_answers() -> None:
+    company = load_company(DEV[0])
+    good = {
+        extractor_key(lens, k): company["lenses"][lens]["bundle"] for lens in LENSES for k in KINDS
+    }
+    good["scope"] = company["overview"]
+    bundles = "\n\n".join(company["lenses"][lens]["bundle"] for lens in LENSES)
+    good["brief"] = (
+        "Executive summary\n" + bundles + "\nCompetitive landscape. Product portfolio. "
+        "Financial signals. Risk and regulation.\nKey takeaways\n- a\n- b\n- c"
+    )
+    truncated = {k: v[: len(v) // 3] for k, v in good.items()}
+    bad = {k: "The company operates in a competitive market." for k in good}
+    q_good = score_run(company, good)["quality"]
+    q_trunc = score_run(company, truncated)["quality"]
+    q_bad = score_run(company, bad)["quality"]
+    assert q_good > 0.9 and q_bad < 0.1 and q_bad < q_trunc < q_good
+    assert score_run(company, good) == score_run(company, good)  # deterministic
+
+
+def test_hand_merged_reply_splitter() -> None:
+    text = "ENTITIES:\n1. a\n2. b\n\n**CLAIMS:**\n1. c\nSIGNALS:\n1. d (explicit)"
+    assert split_arm_reply(text) == {
+        "entities": "1. a\n2. b",
+        "claims": "1. c",
+        "signals": "1. d (explicit)",
+    }
+    assert split_arm_reply("no markers") == {"entities": "", "claims": "", "signals": ""}
+
+
+def test_benchmark_uses_the_public_api_only() -> None:
+    src = (ROOT / "benchmarks" / "competitive_intelligence" / "runner.py").read_text()
+    assert "from langgraph_capsules" not in src and "import langgraph_capsules as lc" in src
+    assert lc.capsulize is not None
