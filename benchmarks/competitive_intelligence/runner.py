@@ -131,7 +131,7 @@ def open_model(spec: str, *, progress: Any = None) -> Iterator[Model]:
     local = lc.local
     if spec in local.MODELS:
         local.install(spec, progress=progress)
-    with local.server(spec) as srv:
+    with local.server(spec, host_prompt_cache=False) as srv:
         llm = srv.chat_model(max_tokens=512, temperature=0.0, extra_body=LOCAL_SAMPLING)
         label = (
             f"{spec} (llama.cpp via xllamacpp, repeat_penalty {LOCAL_SAMPLING['repeat_penalty']})"
@@ -243,9 +243,11 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         except Exception as e:  # a failed run is recorded, never hidden
             error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t0
+    reasons: dict[str, str] = {}
     if arm.capsules is not None:
         recent = arm.capsules.history()[-len(ARM_GROUPS) :]
         fallbacks = sorted(m for r in recent for m in r["fallback"])
+        reasons = {m: why for r in recent for m, why in r["fallback_reasons"].items()}
     totals = usage.totals()
     groups: dict[str, dict[str, int]] = {b: {"input": 0, "output": 0} for b in BUCKETS}
     for rec in usage.calls:
@@ -273,6 +275,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         else {k: v for k, v in score.items() if k != "quality"},
         "tokens_per_group": groups,
         "fallback_members": fallbacks,
+        "fallback_reasons": reasons,
         "error": error,
     }
 

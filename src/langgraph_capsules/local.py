@@ -549,6 +549,7 @@ def server(
     n_ctx: int | None = None,
     n_parallel: int = 2,
     threads: int | None = None,
+    host_prompt_cache: bool = True,
 ) -> Iterator[LocalServer]:
     """Run xllamacpp's in-process OpenAI-compatible server for a GGUF model.
 
@@ -564,6 +565,9 @@ def server(
         n_parallel: Number of slots, i.e. requests served concurrently.
         threads: CPU threads for generation and prompt processing; defaults to
             ``os.cpu_count()``.
+        host_prompt_cache: Keep llama.cpp's prompt cache in host RAM besides the slots
+            (default). Benchmarks turn it off so that ``erase_prefix_cache`` gives
+            every measured run a cold start.
 
     Yields:
         A `LocalServer` with the base URL and load time.
@@ -592,6 +596,10 @@ def server(
     params.cpuparams.n_threads = n_threads
     params.cpuparams_batch.n_threads = n_threads
     params.cache_prompt = True  # reuse a prompt prefix processed earlier (cache_read)
+    if not host_prompt_cache:
+        # llama.cpp also keeps recent prompts in host RAM beyond the slots; off, the
+        # slots are the only prefix cache and erase_prefix_cache() empties it fully.
+        params.cache_ram_mib = 0
     params.verbosity = 0
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # a free port

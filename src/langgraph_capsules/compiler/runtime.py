@@ -59,6 +59,10 @@ from langgraph_capsules.types import COMPOUND_TIERS, MODES, CallRecord, GroupRun
 __all__ = ["GroupRuntime", "private_reducer", "resolve_tier"]
 
 _BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
+WORDS_PER_TOKEN = 0.6
+"""Words of English prose per token budgeted in the structural hint (conservative)."""
+MARKER_TOKENS = 16
+"""Extra ``max_tokens`` per section of a merged call, for its marker line."""
 
 
 def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
@@ -417,21 +421,25 @@ class _CapsuleRun:
 
     def _prepare(self, bucket: list[str]) -> tuple[Any, Any, dict[str, Any]] | None:
         parked: list[Parked] = [self.slots[m].parked.result() for m in bucket]
-        prompt = build_merged_prompt(
-            bucket, [p.messages for p in parked], section_words=self.rt.section_words
-        )
+        model = parked[0].model
+        kwargs = _merged_kwargs(parked, model)
+        words = self.rt.section_words
+        if "max_tokens" in kwargs:  # the hint must fit the members' own budgets
+            per_member = kwargs["max_tokens"] // len(bucket)
+            words = max(40, min(words, int(per_member * WORDS_PER_TOKEN)))
+            kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
+        prompt = build_merged_prompt(bucket, [p.messages for p in parked], section_words=words)
         if prompt is None:
             for m in bucket:
                 self.slots[m].answer.set_result(PASS_THROUGH)
             return None
-        model = parked[0].model
         self.merge_stats = {
             "payload_tokens": prompt.payload_tokens,
             "coordination_tokens": prompt.coordination_tokens,
             "floor_tokens": prompt.floor_tokens,
             "naive_tokens": prompt.naive_tokens,
         }
-        return prompt, model, _merged_kwargs(parked, model)
+        return prompt, model, kwargs
 
     def _prepared(self) -> list[tuple[list[str], Any, Any, dict[str, Any], RunnableConfig]]:
         """Per merge bucket: members, prompt, model, call options and config."""
@@ -550,7 +558,9 @@ def _with_handler(config: RunnableConfig, handler: Any) -> RunnableConfig:
 
 def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
     """Call options for the merged call: options every member used alike, and a
-    ``max_tokens`` budget that is the sum of the members' budgets when all are known."""
+    ``max_tokens`` budget that is the sum of the members' budgets when all are known
+    (the capsule node adds :data:`MARKER_TOKENS` per section and fits the structural
+    hint's words per section to one member's budget)."""
     budget_keys = ("max_tokens", "max_completion_tokens")
     first = parked[0].kwargs
     common = {
