@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from langgraph_capsules import local
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
+from langgraph_capsules.controller import ControllerState, Decision, ScoreBreakdown, decide
 from langgraph_capsules.errors import (
     CapsuleConfigError,
     CapsuleError,
@@ -16,7 +17,19 @@ from langgraph_capsules.errors import (
     CapsuleResumeError,
 )
 from langgraph_capsules.graph import CapsuleGraph, CapsuleReport, capsulize
+from langgraph_capsules.judges import (
+    ConsistencyJudge,
+    FactRecallJudge,
+    Judge,
+    JudgeResult,
+    LLMJudge,
+    MddReport,
+    SchemaComplianceJudge,
+    as_judge,
+    measure_mdd,
+)
 from langgraph_capsules.model import CapsuleChatModel
+from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.telemetry import UsageReport, track_usage
 from langgraph_capsules.types import CallRecord, GroupRunRecord, Mode, Tier
 
@@ -30,13 +43,27 @@ __all__ = [
     "CapsulePlan",
     "CapsuleReport",
     "CapsuleResumeError",
+    "ConsistencyJudge",
+    "ControllerPolicy",
+    "ControllerState",
+    "Decision",
+    "FactRecallJudge",
     "GroupPlan",
     "GroupRunRecord",
+    "Judge",
+    "JudgeResult",
+    "LLMJudge",
+    "MddReport",
     "Mode",
+    "SchemaComplianceJudge",
+    "ScoreBreakdown",
     "Tier",
     "UsageReport",
+    "as_judge",
     "capsulize",
+    "decide",
     "local",
+    "measure_mdd",
     "track_usage",
 ]
 

@@ -29,7 +29,17 @@ code                        meaning
 ``ineligible_node``         a node that cannot run merged was placed in a group
 ``bad_group_name``          a group name is empty, reserved or clashes with a node/channel
 ``bad_mode``                an unknown controller mode or tier was requested
+``bad_policy``              a ControllerPolicy field is out of range or inconsistent
+``bad_judge``               an object that is not a judge was given as a judge
+``bad_judge_result``        a judge returned something that is not a score
+``bad_judge_model``         LLMJudge was given something that is not a chat model
+``bad_judge_option``        an LLMJudge option is out of range
+``bad_rubric_version``      an unknown rubric version was requested
+``bad_mdd_cases``           measure_mdd() got no cases or malformed ones
+``bad_mdd_reps``            measure_mdd() got fewer than 2 repetitions
+``no_mdd``                  no judgement produced a score, so no MDD can be computed
 ``plan_mismatch``           a thread was written by another plan or by the original graph
+``local_model``             the embedded local model could not be installed, found or served
 ``merge_failed``            the merged LLM call raised
 ``merge_unparsable``        the merged reply could not be split into sections
 ==========================  ===============================================================

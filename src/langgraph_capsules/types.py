@@ -10,7 +10,9 @@ __all__ = [
     "TIERS",
     "CallRecord",
     "GroupRunRecord",
+    "MemberUsage",
     "Mode",
+    "Observation",
     "Tier",
 ]
 
@@ -78,3 +80,46 @@ class GroupRunRecord(TypedDict):
     output_tokens: int
     latency_s: float
     error: str | None
+
+
+class MemberUsage(TypedDict):
+    """One member's usage in one run of its group."""
+
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    calls: int
+    tool_calls: int
+    latency_s: float
+
+
+class Observation(TypedDict):
+    """What one group did in one run: the controller's only input (append-only).
+
+    Written by the group's gate node; decisions are a deterministic function of a
+    group's observation history, so every worker sharing a store agrees.
+    """
+
+    graph: str
+    """Plan id of the capsule graph (a store may hold several graphs)."""
+    group: str
+    run_id: str
+    time: float
+    tier: str
+    """The tier that produced the user's output in this run."""
+    members: dict[str, MemberUsage]
+    calls: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    latency_s: float
+    tool_calls: int
+    coordination_tokens: int
+    """Framing tokens: in a merged call everything but the shared units and the tasks'
+    own text (preamble, headers, hint, skeleton); 0 in fine runs of captured nodes."""
+    errors: int
+    """Failed calls plus members that fell back (missing, empty or malformed section)."""
+    quality: float | None
+    """Judge score in [0, 1] if this run was judged, else None."""
+    shadow: bool
+    """True when a compound tier ran beside fine on the same input only to be judged."""

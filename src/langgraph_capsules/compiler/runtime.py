@@ -61,6 +61,10 @@ __all__ = ["GroupRuntime", "private_reducer", "resolve_tier"]
 _BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
 WORDS_PER_TOKEN = 0.6
 """Words of English prose per token budgeted in the structural hint (conservative)."""
+MERGED_BUDGET_HEADROOM = 1.5
+"""A merged call cannot cap each section on its own, so one long early section would
+starve the later ones (measured with the 0.5B model: sections 2 and 3 cut off); the
+merged call's ``max_tokens`` is the sum of the members' budgets times this headroom."""
 MARKER_TOKENS = 16
 """Extra ``max_tokens`` per section of a merged call, for its marker line."""
 
@@ -427,6 +431,7 @@ class _CapsuleRun:
         if "max_tokens" in kwargs:  # the hint must fit the members' own budgets
             per_member = kwargs["max_tokens"] // len(bucket)
             words = max(40, min(words, int(per_member * WORDS_PER_TOKEN)))
+            kwargs["max_tokens"] = int(kwargs["max_tokens"] * MERGED_BUDGET_HEADROOM)
             kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
         prompt = build_merged_prompt(bucket, [p.messages for p in parked], section_words=words)
         if prompt is None:

@@ -1,0 +1,260 @@
+"""Phase: replay a group's history into a state, then decide the next run.
+
+The controller is a pure function: ``decide(history, policy, ...)`` replays the
+observations (oldest first) and returns a :class:`Decision`. There are no clocks,
+randomness or I/O, so every worker that reads the same history reaches the same
+decision, and a decision can be replayed in a test without an LLM.
+
+How the replay reads the evidence
+---------------------------------
+Observations of one run (the fine record and any shadow records) share a ``run_id``
+and sit next to each other. Before each run the replay recomputes what ``auto`` would
+have decided; the run's evidence is then read against it:
+
+* a **fine** record adds a fine score (switch-up evidence, P6: post-revert only) and a
+  verbosity reading;
+* **shadow** records (``shadow=True``, ``tier`` = the compound tier that ran beside fine)
+  go to the shadow gate while the group is fine and the gate is active;
+* a **compound** record commits a switch when ``auto`` had decided to switch without a
+  gate, and otherwise feeds the gate, the ladder and the switch-down check when it is the
+  tier the group is in;
+* anything else (runs of a locked mode or of ``observe`` mode) is recorded as evidence
+  only: fine runs still feed the switch-up score, which is what onboarding with
+  ``observe`` is for.
+
+Modes: ``auto`` (the controller decides); ``observe`` (always fine, record only);
+``fine`` / ``compound`` / ``standard`` (locked: the controller and the judge are
+bypassed; ``compound`` means the cheapest built compound tier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph_capsules.controller._replay import (
+    MIN_AGENTS,
+    Context,
+    auto_plan,
+    freeze,
+    make_context,
+    replay,
+)
+from langgraph_capsules.controller.state import ControllerState
+from langgraph_capsules.controller.tiers import DEFAULT_BUILT_TIERS, nearest_built
+from langgraph_capsules.errors import CapsuleConfigError
+from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.types import MODES, Observation, Tier
+
+__all__ = ["Decision", "controller_state", "decide"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What the group runs next, and why.
+
+    Example:
+        >>> d = decide([], ControllerPolicy(), mode="auto", n_agents=3)
+        >>> (d.tier, d.shadow)
+        ('fine', False)
+    """
+
+    tier: Tier
+    """The tier that produces the user's output in the next run."""
+    shadow: bool
+    """True on the switch run: ``shadow_tiers`` run beside fine on the same input and
+    are judged; the user gets the fine output."""
+    shadow_tiers: tuple[Tier, ...]
+    """Compound tiers to shadow-evaluate, in order; stop at the first that scores at or
+    above ``quality_floor`` and write one ``shadow=True`` observation per tier that ran."""
+    mode: str
+    """The controller mode the decision was made in."""
+    state: ControllerState
+    """The group's state after the history."""
+    reasons: tuple[str, ...]
+    """Plain-English reasons: what the last run changed, then why this tier."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision as plain, JSON-safe data.
+
+        Returns:
+            Every field by name, the state as a dict.
+
+        Example:
+            >>> decide([], ControllerPolicy(), mode="fine", n_agents=2).to_dict()["tier"]
+            'fine'
+        """
+        return {
+            "tier": self.tier,
+            "shadow": self.shadow,
+            "shadow_tiers": list(self.shadow_tiers),
+            "mode": self.mode,
+            "reasons": list(self.reasons),
+            "state": self.state.to_dict(),
+        }
+
+    def __str__(self) -> str:
+        head = f"run {self.tier}"
+        if self.shadow:
+            head += f" (shadow-evaluate {', then '.join(self.shadow_tiers)} beside it)"
+        lines = [f"{head} [mode {self.mode}]"]
+        lines += [f"  - {r}" for r in self.reasons]
+        lines.append(f"  state: {self.state}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- public
+def controller_state(
+    history: Sequence[Observation],
+    policy: ControllerPolicy,
+    *,
+    n_agents: int,
+    depth: int = 0,
+    has_tools: bool = False,
+    built_tiers: frozenset[str] = DEFAULT_BUILT_TIERS,
+    judge_active: bool = False,
+) -> ControllerState:
+    """Replay a group's history into its state (what ``decide`` sees).
+
+    Args:
+        history: The group's observations, oldest first.
+        policy: The group's resolved policy.
+        n_agents: Agents in the group.
+        depth: Longest path in the group DAG (0 for a fan-out group).
+        has_tools: Whether any agent of the group has tools.
+        built_tiers: Tiers that have a strategy.
+        judge_active: Whether a judge is configured.
+
+    Returns:
+        The frozen state.
+
+    Raises:
+        CapsuleConfigError: ``bad_policy`` for a policy that is not a ControllerPolicy,
+            ``bad_mode`` for unknown built tiers.
+        ValueError: For ``n_agents < 1`` or ``depth < 0``.
+
+    Example:
+        >>> controller_state([], ControllerPolicy(), n_agents=2).required_observations
+        3
+    """
+    ctx = make_context(policy, n_agents, depth, has_tools, built_tiers, judge_active)
+    return freeze(replay(history, ctx), ctx)
+
+
+def decide(
+    history: Sequence[Observation],
+    policy: ControllerPolicy,
+    *,
+    mode: str,
+    n_agents: int,
+    depth: int = 0,
+    has_tools: bool = False,
+    built_tiers: frozenset[str] = DEFAULT_BUILT_TIERS,
+    judge_active: bool = False,
+) -> Decision:
+    """Decide the tier of a group's next run from its observation history.
+
+    Pure and deterministic: the same arguments always give an equal decision.
+
+    Args:
+        history: The group's observations, oldest first (fine and shadow records of
+            one run next to each other, sharing a ``run_id``).
+        policy: The group's resolved policy (group policy over pipeline policy).
+        mode: ``auto``, ``observe``, ``fine``, ``compound`` or ``standard``. A locked
+            mode (``fine``, ``compound``, ``standard``) outranks every policy.
+        n_agents: Agents in the group (fewer than 2 never run compound).
+        depth: Longest path in the group DAG (0 for a fan-out group).
+        has_tools: Whether any agent of the group has tools (auto picks two_phase).
+        built_tiers: Tiers that have a strategy; an unbuilt tier falls to the nearest
+            built one.
+        judge_active: Whether a judge is configured; the gate needs it **and**
+            ``policy.quality_floor``.
+
+    Returns:
+        The decision: the tier for the next run, whether it is a shadow run, the
+        state and the reasons.
+
+    Raises:
+        CapsuleConfigError: ``bad_mode`` for an unknown mode or built tier,
+            ``bad_policy`` for a policy that is not a ControllerPolicy.
+        ValueError: For ``n_agents < 1`` or ``depth < 0``.
+
+    Example:
+        >>> obs = {"run_id": "r1", "tier": "fine", "shadow": False, "output_tokens": 900,
+        ...        "input_tokens": 800, "coordination_tokens": 20, "tool_calls": 6,
+        ...        "errors": 0, "calls": 8, "members": {}, "quality": None}
+        >>> history = [dict(obs, run_id=f"r{i}") for i in range(3)]
+        >>> d = decide(history, ControllerPolicy(), mode="auto", n_agents=2, depth=1)
+        >>> d.tier
+        'standard'
+    """
+    if mode not in MODES:
+        raise CapsuleConfigError(
+            f"unknown capsule mode {mode!r}; use one of {list(MODES)}", code="bad_mode"
+        )
+    ctx = make_context(policy, n_agents, depth, has_tools, built_tiers, judge_active)
+    work = replay(history, ctx)
+    state = freeze(work, ctx)
+    events = tuple(f"last run: {e}" for e in work.events)
+    if mode == "fine":
+        return Decision(
+            tier="fine",
+            shadow=False,
+            shadow_tiers=(),
+            mode=mode,
+            state=state,
+            reasons=("mode fine is locked: run fine; the controller and the judge are bypassed",),
+        )
+    if mode in ("compound", "standard"):
+        return _locked_compound(mode, ctx, state)
+    plan = auto_plan(work, ctx)
+    if mode == "observe":
+        if plan.shadow_tiers:
+            would = f"shadow-evaluate {plan.shadow_tiers[0]}"
+        else:
+            would = f"run {plan.tier}"
+        return Decision(
+            tier="fine",
+            shadow=False,
+            shadow_tiers=(),
+            mode=mode,
+            state=state,
+            reasons=(
+                *events,
+                "observe mode: run fine and record only (no switching, no gate)",
+                f"auto would {would} ({plan.reasons[0]})",
+            ),
+        )
+    return Decision(
+        tier=plan.tier,
+        shadow=bool(plan.shadow_tiers),
+        shadow_tiers=plan.shadow_tiers,
+        mode=mode,
+        state=state,
+        reasons=(*events, *plan.reasons),
+    )
+
+
+def _locked_compound(mode: str, ctx: Context, state: ControllerState) -> Decision:
+    if ctx.n_agents < MIN_AGENTS:
+        return Decision(
+            tier="fine",
+            shadow=False,
+            shadow_tiers=(),
+            mode=mode,
+            state=state,
+            reasons=(
+                f"mode {mode} is locked, but the single-agent guard keeps a group of "
+                f"{ctx.n_agents} agent fine",
+            ),
+        )
+    tier = nearest_built("standard", ctx.built)
+    reasons = [f"mode {mode} is locked: run {tier}; the controller and the judge are bypassed"]
+    if tier == "fine":
+        reasons = [f"mode {mode} is locked, but no compound tier is built: run fine"]
+    elif tier != "standard":
+        reasons.append(f"standard is not built; using the nearest built tier {tier}")
+    return Decision(
+        tier=tier, shadow=False, shadow_tiers=(), mode=mode, state=state, reasons=tuple(reasons)
+    )
