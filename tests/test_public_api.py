@@ -9,6 +9,10 @@ from langgraph_capsules import errors, testing
 def test_public_names_are_pinned() -> None:
     assert sorted(lc.__all__) == sorted(
         [
+            "BaseStoreControllerStore",
+            "ControllerStore",
+            "InMemoryControllerStore",
+            "SqliteControllerStore",
             "CallRecord",
             "CapsuleChatModel",
             "CapsuleConfigError",

@@ -30,10 +30,17 @@ from langgraph_capsules.judges import (
 )
 from langgraph_capsules.model import CapsuleChatModel
 from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.stores import (
+    BaseStoreControllerStore,
+    ControllerStore,
+    InMemoryControllerStore,
+    SqliteControllerStore,
+)
 from langgraph_capsules.telemetry import UsageReport, track_usage
 from langgraph_capsules.types import CallRecord, GroupRunRecord, Mode, Tier
 
 __all__ = [
+    "BaseStoreControllerStore",
     "CallRecord",
     "CapsuleChatModel",
     "CapsuleConfigError",
@@ -46,10 +53,12 @@ __all__ = [
     "ConsistencyJudge",
     "ControllerPolicy",
     "ControllerState",
+    "ControllerStore",
     "Decision",
     "FactRecallJudge",
     "GroupPlan",
     "GroupRunRecord",
+    "InMemoryControllerStore",
     "Judge",
     "JudgeResult",
     "LLMJudge",
@@ -57,6 +66,7 @@ __all__ = [
     "Mode",
     "SchemaComplianceJudge",
     "ScoreBreakdown",
+    "SqliteControllerStore",
     "Tier",
     "UsageReport",
     "as_judge",

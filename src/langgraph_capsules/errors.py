@@ -37,6 +37,11 @@ code                        meaning
 ``bad_rubric_version``      an unknown rubric version was requested
 ``bad_mdd_cases``           measure_mdd() got no cases or malformed ones
 ``bad_mdd_reps``            measure_mdd() got fewer than 2 repetitions
+``bad_observation``         an observation record is invalid or would not survive JSON
+``bad_store_query``         an empty graph or group name, or a bad ``since``
+``bad_store``               a controller store backend is unusable (corrupt, foreign or
+                            newer-version file, bad path, namespace or store argument)
+``store_busy``              the SQLite store's write lock stayed taken past its timeout
 ``no_mdd``                  no judgement produced a score, so no MDD can be computed
 ``plan_mismatch``           a thread was written by another plan or by the original graph
 ``local_model``             the embedded local model could not be installed, found or served
