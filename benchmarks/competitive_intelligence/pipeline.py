@@ -85,7 +85,7 @@ BRIEFER_INSTRUCTIONS = (
     "exactly three bullet points."
 )
 
-BUDGETS = {"scoping": 80, "extractor": 160, "briefer": 384}
+BUDGETS = {"scoping": 80, "extractor": 128, "briefer": 320}
 """``max_tokens`` per call kind (the hand-merged arm call gets 3 x extractor)."""
 
 ARM_GROUPS = {lens: [f"{lens}_{kind}" for kind in KINDS] for lens in LENSES}
