@@ -6,6 +6,7 @@ Only development companies are used here: held-out companies are never read by t
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,24 @@ def test_cli_runs_the_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert [r["arm"] for r in data["records"]] == ["lg14", "capsules_compound"]
 
 
+def test_llm_judge_option_scores_briefs(tmp_path: Path) -> None:
+    runner.run_benchmark(
+        model="scripted",
+        companies=1,
+        runs=1,
+        arms=["lg14", "capsules_compound"],
+        out=tmp_path,
+        company_ids=DEV[:1],
+        judge="scripted",
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    for rec in data["records"]:
+        assert rec["llm_quality"] == pytest.approx(0.75)  # (7 + 8 + 8 + 7) / 40
+        assert rec["judge_calls"] == 2  # both orders, counted apart from the arm's calls
+        assert rec["calls"] in (6, 14) and "_brief" not in rec
+    assert "LLM-judged quality" in (tmp_path / "report.md").read_text()
+
+
 def test_judge_orders_good_truncated_and_bad_answers() -> None:
     company = load_company(DEV[0])
     good = {
@@ -130,5 +149,7 @@ def test_hand_merged_reply_splitter() -> None:
 
 def test_benchmark_uses_the_public_api_only() -> None:
     src = (ROOT / "benchmarks" / "competitive_intelligence" / "runner.py").read_text()
-    assert "from langgraph_capsules" not in src and "import langgraph_capsules as lc" in src
+    imported = set(re.findall(r"from langgraph_capsules\.(\w+) import", src))
+    assert imported <= {"testing"}, imported  # public modules only
+    assert "import langgraph_capsules as lc" in src
     assert lc.capsulize is not None

@@ -147,6 +147,7 @@ def run_benchmark(
     arms: Sequence[str],
     out: Path,
     company_ids: Sequence[str] | None = None,
+    judge: str | None = None,
     console: Any = None,
 ) -> list[dict[str, Any]]:
     """Run the arms interleaved and write results.json, report.md and the plots."""
@@ -166,6 +167,7 @@ def run_benchmark(
     with open_model(model, progress=install_progress) as opened:
         model_label = opened.label
         built = build_arms(opened.llm, arms)
+        llm_judge = _open_judge(judge) if judge else None
         total = runs * len(chosen) * len(built)
         columns = (
             TextColumn("{task.description}"),
@@ -181,6 +183,9 @@ def run_benchmark(
                         bar.update(task, description=f"run {run} {company['id']} {arm.label}")
                         opened.reset()  # every arm run starts with a cold prefix cache
                         rec = _run_one(arm, company, run, model_label)
+                        if llm_judge is not None:
+                            rec.update(_llm_judge(llm_judge, company, rec.pop("_brief", "")))
+                        rec.pop("_brief", None)
                         records.append(rec)
                         bar.advance(task)
                         console.log(_one_line(rec))
@@ -232,6 +237,42 @@ def _choose_companies(n: int) -> list[Company]:
     return ordered[:n]
 
 
+def _open_judge(spec: str) -> lc.LLMJudge:
+    """The reference-based LLM judge (capsules-spec.md section 5) on a capable endpoint:
+    ``openai:MODEL`` or an OpenAI-compatible URL (``OPENAI_API_KEY``), or ``scripted``
+    for dry runs. The embedded small models cannot judge (docs: judging-offline.md)."""
+    if spec == "scripted":
+        from langgraph_capsules.testing import ScriptedChatModel
+
+        reply = (
+            '{"reasoning": "scripted", "completeness": 7, "accuracy": 8, '
+            '"structure": 8, "conciseness": 7}'
+        )
+        return lc.LLMJudge(ScriptedChatModel(respond=lambda _text: reply))
+    from langchain_openai import ChatOpenAI
+
+    if spec.startswith("openai:"):
+        model = ChatOpenAI(model=spec.split(":", 1)[1], temperature=0)
+    else:
+        model = ChatOpenAI(base_url=spec, temperature=0)
+    return lc.LLMJudge(model)
+
+
+def _llm_judge(judge: lc.LLMJudge, company: Company, brief: str) -> dict[str, Any]:
+    """Score the brief against a reference listing the facts a good brief states."""
+    facts = "\n".join(f"- {f['text']}" for f in company["gold"]["brief"])
+    reference = f"A good brief on {company['name']} states these facts:\n{facts}"
+    task = f"Write a one-page competitive-intelligence brief on {company['name']}."
+    with lc.track_usage() as usage:
+        result = judge(task, reference, brief)
+    totals = usage.totals()
+    return {
+        "llm_quality": result.score,
+        "judge_calls": totals["calls"],
+        "judge_tokens": totals["input_tokens"] + totals["output_tokens"],
+    }
+
+
 def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str, Any]:
     error = None
     outputs: dict[str, Any] = {}
@@ -276,6 +317,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         "tokens_per_group": groups,
         "fallback_members": fallbacks,
         "fallback_reasons": reasons,
+        "_brief": str(outputs.get("brief") or ""),
         "error": error,
     }
 
@@ -301,6 +343,9 @@ def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[st
         for k in keys:
             vals = [float(r[k]) for r in rows if r[k] is not None]
             stats[k] = {"median": _median(vals), "min": _spread(vals)[0], "max": _spread(vals)[1]}
+        llm = [float(r["llm_quality"]) for r in rows if r.get("llm_quality") is not None]
+        if llm:
+            stats["llm_quality"] = {"median": _median(llm), "min": min(llm), "max": max(llm)}
         inputs = stats["input_tokens"]["median"]
         stats["cached_share"] = stats["cached_tokens"]["median"] / inputs if inputs else math.nan
         per[arm] = stats
@@ -442,6 +487,17 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "|" + "---|" * len(_HEADERS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(summary)]
+    judged = {a: s["llm_quality"] for a, s in summary["arms"].items() if "llm_quality" in s}
+    if judged:
+        lines += [
+            "",
+            "LLM judge (`--judge`): the brief scored against a reference listing the facts a "
+            "good brief states; rubric of four dimensions, both orders averaged.",
+            "",
+            "| arm | LLM-judged quality (min-max) |",
+            "|---|---|",
+        ]
+        lines += [f"| {ARMS[a]} | {_with_range(q, 3)} |" for a, q in judged.items()]
     lines += [
         "",
         "Token and call figures are medians over (company, run) cells; ratios are of medians. "
@@ -514,6 +570,11 @@ def add_cli(sub: Any) -> None:
     ci.add_argument("--runs", type=int, default=1)
     ci.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ci.add_argument("--out", type=Path, default=Path("bench-out/ci"))
+    ci.add_argument(
+        "--judge",
+        default=None,
+        help="also score each brief with the LLM judge on this endpoint: openai:MODEL | URL",
+    )
     ci.set_defaults(func=main)
 
 
@@ -526,5 +587,6 @@ def main(args: argparse.Namespace) -> int:
         arms=args.arms,
         out=args.out,
         company_ids=args.company_ids,
+        judge=args.judge,
     )
     return 1 if all(r["error"] for r in records) else 0
