@@ -137,3 +137,23 @@ def test_member_that_makes_no_llm_call_is_staged_as_is() -> None:
     assert out["b"] == str(len(DOC)) and sorted(out["notes"]) == ["a", "b"]
     # one call parked alone: nothing to merge it with, so it passed through for real
     assert len(scripted.calls) == 1 and not scripted.calls[0].merged
+
+
+def test_splitter_takes_the_first_usable_section_of_a_repeated_marker() -> None:
+    from langchain_core.messages import HumanMessage as H
+
+    from langgraph_capsules.strategies import build_merged_prompt, split_reply
+
+    calls = [[H(f"Task {k}: summarise the source text carefully and fully.")] for k in "abc"]
+    prompt = build_merged_prompt(["a", "b", "c"], calls, nonce="abc123")
+    assert prompt is not None
+    restarted = (
+        "### SECTION 1 abc123\nfirst a\n### SECTION 2 abc123\nfirst b\n"
+        "### SECTION 1 abc123\nsecond a\n### SECTION 3 abc123\nonly c\n"
+        "### SECTION 2 abc123\n<your answer to task 2>\n"
+    )
+    answers, problems = split_reply(restarted, prompt)
+    assert answers == {"a": "first a", "b": "first b", "c": "only c"} and problems == {}
+    echoed = "### SECTION 1 abc123\n<your answer to task 1>\n### SECTION 1 abc123\n\n"
+    answers, problems = split_reply(echoed, prompt)
+    assert answers == {} and problems == {"a": "duplicate", "b": "missing", "c": "missing"}

@@ -10,9 +10,10 @@ Layout (cache-aligned: the stable parts come first, the per-call nonce last)::
 Section markers carry a random nonce drawn per call and checked against the prompt,
 so no source text (a document, an earlier agent's output) can forge a section
 boundary. The reply is split by sorting the marker lines by position and slicing
-between neighbours; a task whose marker is missing or repeated, whose section is
-empty, or whose section contains the nonce (it swallowed a broken marker) gets no
-answer; its member is re-run through its original node.
+between neighbours. When a marker repeats, the first usable section counts. A task
+whose marker is missing, whose only sections are
+empty or contain the nonce (they swallowed a broken marker), gets no answer; its
+member is re-run through its original node.
 """
 
 from __future__ import annotations
@@ -165,21 +166,28 @@ def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[s
         if not spans:
             problems[member] = "missing"
             continue
-        if len(spans) > 1:
-            problems[member] = "duplicate"
-            continue
-        body = text[spans[0][0] : spans[0][1]].strip()
-        fenced = _FENCE.match(body)
-        if fenced:
-            body = fenced.group(1).strip()
-        if not body or body == f"<your answer to task {i}>":
-            problems[member] = "empty"
-            continue
-        if prompt.nonce in body.lower():
-            problems[member] = "malformed"  # swallowed a broken marker of another section
-            continue
-        answers[member] = body
+        verdicts = [_section(text[a:b], i, prompt.nonce) for a, b in spans]
+        usable = [body for body, problem in verdicts if problem is None]
+        if usable:
+            # A repeated marker (small models restart the format or echo the skeleton):
+            # the first usable section is the answer.
+            answers[member] = usable[0]
+        else:
+            problems[member] = "duplicate" if len(spans) > 1 else str(verdicts[0][1])
     return answers, problems
+
+
+def _section(raw: str, index: int, nonce: str) -> tuple[str, str | None]:
+    """A section's body and its problem (``empty``, ``malformed``) or None if usable."""
+    body = raw.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    if not body or body == _SKELETON_BODY.format(i=index):
+        return body, "empty"
+    if nonce in body.lower():
+        return body, "malformed"  # it swallowed a broken marker of another section
+    return body, None
 
 
 @dataclass(frozen=True)
