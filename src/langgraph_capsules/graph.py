@@ -16,10 +16,13 @@ from langgraph_capsules._compat import START, clone_builder
 from langgraph_capsules.compiler.plan import CapsulePlan, make_plan
 from langgraph_capsules.compiler.rewrite import rewrite
 from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
+from langgraph_capsules.controller import Decision
 from langgraph_capsules.errors import CapsuleConfigError, CapsuleResumeError
+from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.stores import ControllerStore, InMemoryControllerStore
 from langgraph_capsules.strategies.standard import DEFAULT_SECTION_WORDS
 from langgraph_capsules.topology import read_topology
-from langgraph_capsules.types import GroupRunRecord
+from langgraph_capsules.types import GroupRunRecord, Observation
 
 __all__ = ["CapsuleCompiledStateGraph", "CapsuleGraph", "CapsuleReport", "capsulize"]
 
@@ -120,9 +123,13 @@ class CapsuleGraph:
         mode: str,
         section_words: int,
         history_size: int,
+        policy: ControllerPolicy,
+        store: ControllerStore,
     ) -> None:
         self.plan = plan
         self.mode = mode
+        self.policy = policy
+        self.store = store
         self._history: deque[GroupRunRecord] = deque(maxlen=history_size)
         self._lock = threading.Lock()
         topo = read_topology(source)
@@ -133,6 +140,8 @@ class CapsuleGraph:
             default_mode=mode,
             record=self._record,
             section_words=section_words,
+            policy=policy,
+            store=store,
         )
         self._private = {g.channel for g in plan.groups}
 
@@ -150,6 +159,17 @@ class CapsuleGraph:
         with self._lock:
             rows = list(self._history)
         return [r for r in rows if group is None or r["group"] == group]
+
+    def observations(self, group: str) -> list[Observation]:
+        """The group's observation history in the controller store, oldest first."""
+        self.plan.group(group)  # KeyError naming the groups
+        return self.store.history(self.plan.plan_id, group)
+
+    def explain(self, group: str) -> Decision:
+        """The controller's decision for the group's next ``auto`` run, with its state
+        and reasons (``str()`` for text, ``.to_dict()`` for data)."""
+        self.plan.group(group)
+        return self._runtimes[group].decide()
 
     def compile(
         self,
@@ -244,6 +264,8 @@ def capsulize(
     mode: str = "auto",
     section_words: int = DEFAULT_SECTION_WORDS,
     history_size: int = 1000,
+    policy: ControllerPolicy | str | Mapping[str, Any] | None = None,
+    store: ControllerStore | None = None,
 ) -> CapsuleGraph:
     """Rewrite a LangGraph ``StateGraph`` so groups of agents can share one LLM call.
 
@@ -256,12 +278,20 @@ def capsulize(
         groups: ``{"name": ["node", ...]}``; default: infer fan-out groups (siblings
             sharing their predecessors, 2+ each).
         exclude: Nodes never to group.
-        mode: Default controller mode: ``"auto"`` (fine until the controller lands),
+        mode: Default controller mode: ``"auto"``,
             ``"observe"``, ``"fine"``, ``"compound"`` (= standard) or ``"standard"``.
+            ``auto`` asks the controller each run (:meth:`CapsuleGraph.explain`).
             A run may override it with
             ``config={"configurable": {"capsules": {"mode": ..., "groups": {g: ...}}}}``.
         section_words: Word budget per section in the merged prompt's structural hint.
         history_size: How many per-group run records :meth:`CapsuleGraph.report` keeps.
+        policy: The controller policy for ``auto`` runs: a :class:`ControllerPolicy`,
+            a preset name (``"aggressive"``, ``"balanced"``, ``"conservative"``) or a
+            dict of overrides; default balanced. Without a judge the quality gate is
+            inactive and the controller switches on the composition score alone.
+        store: Where every group's observations go (append-only); default an
+            in-memory store. Share a :class:`SqliteControllerStore` between
+            processes so that they decide alike.
 
     Returns:
         A :class:`CapsuleGraph`; call ``.compile()`` for the runnable graph.
@@ -304,5 +334,11 @@ def capsulize(
             )
     _ = START
     return CapsuleGraph(
-        builder, plan, mode=mode, section_words=section_words, history_size=history_size
+        builder,
+        plan,
+        mode=mode,
+        section_words=section_words,
+        history_size=history_size,
+        policy=ControllerPolicy.coerce(policy),
+        store=store if store is not None else InMemoryControllerStore(),
     )

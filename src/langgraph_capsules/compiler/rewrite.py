@@ -30,6 +30,8 @@ from langgraph.graph import StateGraph
 from langgraph_capsules._compat import END, RunnableCallable, clone_builder
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
+from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.stores import ControllerStore
 from langgraph_capsules.topology import Topology
 from langgraph_capsules.types import GroupRunRecord
 
@@ -58,6 +60,8 @@ def rewrite(
     default_mode: str,
     record: Callable[[GroupRunRecord], None],
     section_words: int,
+    policy: ControllerPolicy,
+    store: ControllerStore | None,
 ) -> tuple[StateGraph[Any, Any, Any, Any], dict[str, GroupRuntime]]:
     """Build the capsule graph's builder from a copy of ``source``."""
     n = clone_builder(source)
@@ -96,6 +100,9 @@ def rewrite(
             default_mode=default_mode,
             record=record,
             section_words=section_words,
+            policy=policy,
+            store=store,
+            graph_id=plan.plan_id,
         )
         runtimes[g.name] = rt
 

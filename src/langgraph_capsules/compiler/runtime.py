@@ -47,14 +47,25 @@ from langgraph_capsules._compat import (
 )
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
 from langgraph_capsules.compiler.plan import GroupPlan
+from langgraph_capsules.controller import Decision, decide
 from langgraph_capsules.errors import CapsuleConfigError
+from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.stores import ControllerStore
 from langgraph_capsules.strategies.standard import (
     DEFAULT_SECTION_WORDS,
     build_merged_prompt,
     split_reply,
 )
 from langgraph_capsules.telemetry import UsageTracker
-from langgraph_capsules.types import COMPOUND_TIERS, MODES, CallRecord, GroupRunRecord, Tier
+from langgraph_capsules.types import (
+    COMPOUND_TIERS,
+    MODES,
+    CallRecord,
+    GroupRunRecord,
+    MemberUsage,
+    Observation,
+    Tier,
+)
 
 __all__ = ["GroupRuntime", "private_reducer", "resolve_tier"]
 
@@ -82,13 +93,23 @@ def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> d
 
 
 def resolve_tier(config: RunnableConfig | None, group: str, default_mode: str) -> Tier:
-    """The tier of one group for one run.
+    """The tier of one group for one run when no controller is consulted (``auto`` is
+    treated as ``fine``); see :meth:`GroupRuntime.tier` for the controller path.
+
+    Raises:
+        CapsuleConfigError: ``bad_mode`` for an unknown or not-yet-built mode or tier.
+    """
+    return tier_for_mode(resolve_mode(config, group, default_mode), group)
+
+
+def resolve_mode(config: RunnableConfig | None, group: str, default_mode: str) -> str:
+    """The controller mode of one group for one run.
 
     Precedence: ``configurable.capsules.groups[group]``, then
     ``configurable.capsules.mode``, then the graph's ``mode``.
 
     Raises:
-        CapsuleConfigError: ``bad_mode`` for an unknown or not-yet-built mode or tier.
+        CapsuleConfigError: ``bad_mode`` when the run's capsules config is not a dict.
     """
     caps = ((config or {}).get("configurable") or {}).get("capsules") or {}
     if not isinstance(caps, Mapping):
@@ -99,14 +120,13 @@ def resolve_tier(config: RunnableConfig | None, group: str, default_mode: str) -
             group=group,
         )
     per_group = caps.get("groups") or {}
-    mode = per_group.get(group) or caps.get("mode") or default_mode
-    return tier_for_mode(str(mode), group)
+    return str(per_group.get(group) or caps.get("mode") or default_mode)
 
 
 def tier_for_mode(mode: str, group: str | None = None) -> Tier:
     """Map a controller mode or tier name to the tier it runs (``bad_mode`` otherwise)."""
     if mode in ("auto", "observe", "fine"):
-        return "fine"  # auto: the controller is not built yet, so auto means fine
+        return "fine"  # without a controller consulted, auto runs fine
     if mode in ("compound", "standard"):
         return "standard"
     if mode in COMPOUND_TIERS:
@@ -151,6 +171,9 @@ class GroupRuntime:
     default_mode: str
     record: Callable[[GroupRunRecord], None]
     section_words: int = DEFAULT_SECTION_WORDS
+    policy: ControllerPolicy = field(default_factory=ControllerPolicy)
+    store: ControllerStore | None = None
+    graph_id: str = ""
     _members_sorted: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -158,8 +181,24 @@ class GroupRuntime:
 
     # ----------------------------------------------------------------- routing
     def tier(self, config: RunnableConfig | None) -> Tier:
-        """This run's tier for the group."""
-        return resolve_tier(config, self.plan.name, self.default_mode)
+        """This run's tier for the group: a locked mode, or in ``auto`` the controller's
+        decision over the group's observation history (a pure function of it, so every
+        worker sharing the store decides alike)."""
+        mode = resolve_mode(config, self.plan.name, self.default_mode)
+        if mode != "auto" or self.store is None:
+            return tier_for_mode(mode, self.plan.name)
+        return self.decide().tier
+
+    def decide(self) -> Decision:
+        """The controller's decision for the group's next run (no judge wired yet)."""
+        history = self.store.history(self.graph_id, self.plan.name) if self.store else []
+        return decide(
+            history,
+            self.policy,
+            mode="auto",
+            n_agents=len(self.plan.members),
+            built_tiers=frozenset(_BUILT_TIERS),
+        )
 
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
         """Router on each predecessor: members (fine) or the capsule node (compound)."""
@@ -254,6 +293,8 @@ class GroupRuntime:
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
         billed = [r for r in usage if r["kind"] != "served"]
+        if self.store is not None:
+            self.store.append(self._observation(staging, usage, tier, fallback))
         self.record(
             {
                 "group": self.plan.name,
@@ -275,6 +316,47 @@ class GroupRuntime:
         if not commits:
             return {self.plan.channel: None}
         return [Command(update={self.plan.channel: None}), *commits]
+
+    def _observation(
+        self,
+        staging: Mapping[str, Any],
+        usage: Sequence[CallRecord],
+        tier: str,
+        fallback: Sequence[str],
+    ) -> Observation:
+        """The run's record for the controller (what counts is documented on
+        :class:`~langgraph_capsules.types.Observation`)."""
+        billed = [r for r in usage if r["kind"] != "served"]
+        members: dict[str, MemberUsage] = {}
+        for m in self.plan.members:
+            own = [r for r in billed if r["member"] == m]
+            members[m] = {
+                "input_tokens": sum(r["input_tokens"] for r in own),
+                "cached_tokens": sum(r["cached_tokens"] for r in own),
+                "output_tokens": sum(r["output_tokens"] for r in own),
+                "calls": len(own),
+                "tool_calls": sum(r["tool_calls"] for r in own),
+                "latency_s": sum(r["latency_s"] for r in own),
+            }
+        merge = staging.get("merge") or {}
+        return {
+            "graph": self.graph_id,
+            "group": self.plan.name,
+            "run_id": str(uuid.uuid4()),
+            "time": time.time(),
+            "tier": tier,
+            "members": members,
+            "calls": len(billed),
+            "input_tokens": sum(r["input_tokens"] for r in billed),
+            "cached_tokens": sum(r["cached_tokens"] for r in billed),
+            "output_tokens": sum(r["output_tokens"] for r in billed),
+            "latency_s": float(staging.get("elapsed_s") or sum(r["latency_s"] for r in billed)),
+            "tool_calls": sum(r["tool_calls"] for r in billed),
+            "coordination_tokens": int(merge.get("coordination_tokens", 0)),
+            "errors": len(fallback) + sum(1 for r in billed if r["error"]),
+            "quality": None,
+            "shadow": False,
+        }
 
     async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """Async twin of :meth:`gate` (no I/O; avoids a thread hop)."""
