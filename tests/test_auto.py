@@ -14,14 +14,19 @@ def _tiers(capsules: lc.CapsuleGraph, group: str = "arm") -> list[str]:
     return [o["tier"] for o in capsules.observations(group)]
 
 
-def test_gate_writes_one_observation_per_run() -> None:
+def test_gate_writes_one_observation_per_controlled_run() -> None:
     capsules = lc.capsulize(
-        build_app(lc.CapsuleChatModel(ScriptedChatModel())), groups={"arm": list(KINDS)}
+        build_app(lc.CapsuleChatModel(ScriptedChatModel())),
+        groups={"arm": list(KINDS)},
+        policy="aggressive",
     )
     app = capsules.compile()
-    app.invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "fine"}}})
     app.invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "compound"}}})
-    fine, comp = capsules.observations("arm")
+    assert capsules.observations("arm") == []  # locked modes bypass the controller
+    app.invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "observe"}}})
+    for _ in range(2):
+        app.invoke({"doc": DOC})  # auto: fine, then merged after 2 observations
+    fine, _fine2, comp = capsules.observations("arm")
     assert (fine["tier"], comp["tier"]) == ("fine", "standard")
     assert fine["calls"] == 3 and comp["calls"] == 1
     assert set(fine["members"]) == set(KINDS)

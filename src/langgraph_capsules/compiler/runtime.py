@@ -293,7 +293,9 @@ class GroupRuntime:
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
         billed = [r for r in usage if r["kind"] != "served"]
-        if self.store is not None:
+        mode = resolve_mode(config, self.plan.name, self.default_mode)
+        if self.store is not None and mode in ("auto", "observe"):
+            # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
             self.store.append(self._observation(staging, usage, tier, fallback))
         self.record(
             {
