@@ -74,3 +74,18 @@ def test_workers_sharing_a_sqlite_store_decide_alike(tmp_path: Path) -> None:
     assert worker1.explain("arm").tier == worker2.explain("arm").tier == "standard"
     worker2.compile().invoke({"doc": DOC})
     assert _tiers(worker1) == _tiers(worker2) == ["fine", "fine", "standard"]
+
+
+def test_report_says_what_auto_runs_next() -> None:
+    capsules = lc.capsulize(
+        build_app(lc.CapsuleChatModel(ScriptedChatModel())),
+        groups={"arm": list(KINDS)},
+        policy="aggressive",
+    )
+    app = capsules.compile()
+    app.invoke({"doc": DOC})
+    assert capsules.report(print_=False).data["groups"]["arm"]["next_auto_run"]["tier"] == "fine"
+    app.invoke({"doc": DOC})
+    report = capsules.report(print_=False)
+    assert report.data["groups"]["arm"]["next_auto_run"]["tier"] == "standard"
+    assert "next auto run: standard" in report.text

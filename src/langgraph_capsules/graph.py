@@ -222,7 +222,8 @@ class CapsuleGraph:
         return out
 
     def report(self, *, last: int = 10, print_: bool = True) -> CapsuleReport:
-        """A per-group table of recent runs: tier, calls, tokens, fallbacks.
+        """A per-group table of recent runs (tier, calls, tokens, fallbacks) and what the
+        controller will run next in ``auto`` mode, with its first reason.
 
         Args:
             last: How many recent runs per group to show.
@@ -236,8 +237,15 @@ class CapsuleGraph:
         )
         for g in self.plan.groups:
             rows = self.history(g.name)[-last:]
-            data["groups"][g.name] = {"members": list(g.members), "runs": rows}
+            decision = self._runtimes[g.name].decide()
+            data["groups"][g.name] = {
+                "members": list(g.members),
+                "runs": rows,
+                "next_auto_run": decision.to_dict(),
+            }
             lines.append(f"group {g.name}: {', '.join(g.members)}")
+            why = decision.reasons[0] if decision.reasons else ""
+            lines.append(f"  next auto run: {decision.tier} ({why})")
             if not rows:
                 lines.append("  (no runs yet)")
                 continue
