@@ -576,7 +576,6 @@ def real_server_cleanup() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_real_fast_model_end_to_end(real_server_cleanup: None) -> None:
-    pytest.importorskip("xllamacpp", reason="pip install 'langgraph-capsules[local]'")
     import httpx
 
     start = time.perf_counter()
@@ -618,7 +617,6 @@ def test_real_fast_model_end_to_end(real_server_cleanup: None) -> None:
 
 @pytest.mark.slow
 def test_real_default_model_one_call(real_server_cleanup: None) -> None:
-    pytest.importorskip("xllamacpp", reason="pip install 'langgraph-capsules[local]'")
     start = time.perf_counter()
     local.install(local.DEFAULT_MODEL)
     print(f"\ninstall/assemble: {time.perf_counter() - start:.1f} s")

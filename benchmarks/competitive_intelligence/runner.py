@@ -406,7 +406,6 @@ def _mdd_text(mdd: float | None) -> str:
 
 def _rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = []
-    mdd = summary["mdd"]
     for arm, s in summary["arms"].items():
         q = s["quality"]
         rows.append(
@@ -421,7 +420,7 @@ def _rows(summary: dict[str, Any]) -> list[list[str]]:
                 _ratio(s, "input_tokens", "lg14") + " / " + _ratio(s, "input_tokens", "lg6"),
                 _ratio(s, "output_tokens", "lg14") + " / " + _ratio(s, "output_tokens", "lg6"),
                 _ratio(s, "wall_s", "lg14") + " / " + _ratio(s, "wall_s", "lg6"),
-                _delta(s, "lg14", mdd) + " / " + _delta(s, "lg6", mdd),
+                _delta(s, "lg14") + " / " + _delta(s, "lg6"),
             ]
         )
     return rows
@@ -447,7 +446,7 @@ def _ratio(s: dict[str, Any], key: str, ref: str) -> str:
     return "-" if v is None else f"{_fmt(v, 2)}x"
 
 
-def _delta(s: dict[str, Any], ref: str, mdd: float | None) -> str:
+def _delta(s: dict[str, Any], ref: str) -> str:
     v = s.get(f"quality_delta_vs_{ref}")
     if v is None:
         return "-"

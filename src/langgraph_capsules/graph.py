@@ -12,7 +12,7 @@ from langchain_core.runnables.config import merge_configs
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from langgraph_capsules._compat import START, clone_builder
+from langgraph_capsules._compat import clone_builder
 from langgraph_capsules.compiler.plan import CapsulePlan, make_plan
 from langgraph_capsules.compiler.rewrite import rewrite
 from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
@@ -340,7 +340,6 @@ def capsulize(
                 code="bad_group_name",
                 group=g.name,
             )
-    _ = START
     return CapsuleGraph(
         builder,
         plan,

@@ -67,7 +67,7 @@ from langgraph_capsules.types import (
     Tier,
 )
 
-__all__ = ["GroupRuntime", "private_reducer", "resolve_tier"]
+__all__ = ["GroupRuntime", "private_reducer", "resolve_mode", "tier_for_mode"]
 
 _BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
 WORDS_PER_TOKEN = 0.6
@@ -90,16 +90,6 @@ def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> d
     if "usage" in new:
         out["usage"] = [*out.get("usage", []), *new["usage"]]
     return out
-
-
-def resolve_tier(config: RunnableConfig | None, group: str, default_mode: str) -> Tier:
-    """The tier of one group for one run when no controller is consulted (``auto`` is
-    treated as ``fine``); see :meth:`GroupRuntime.tier` for the controller path.
-
-    Raises:
-        CapsuleConfigError: ``bad_mode`` for an unknown or not-yet-built mode or tier.
-    """
-    return tier_for_mode(resolve_mode(config, group, default_mode), group)
 
 
 def resolve_mode(config: RunnableConfig | None, group: str, default_mode: str) -> str:
@@ -175,6 +165,7 @@ class GroupRuntime:
     store: ControllerStore | None = None
     graph_id: str = ""
     _members_sorted: list[str] = field(default_factory=list)
+    _last_decision: tuple[int, Decision] | None = None
 
     def __post_init__(self) -> None:
         self._members_sorted = sorted(self.plan.members)
@@ -192,13 +183,20 @@ class GroupRuntime:
     def decide(self) -> Decision:
         """The controller's decision for the group's next run (no judge wired yet)."""
         history = self.store.history(self.graph_id, self.plan.name) if self.store else []
-        return decide(
+        cached = self._last_decision
+        # decide() is a pure function of an append-only history: its length identifies it,
+        # so the router(s) and the capsule node of one run replay the history only once.
+        if cached is not None and cached[0] == len(history):
+            return cached[1]
+        decision = decide(
             history,
             self.policy,
             mode="auto",
             n_agents=len(self.plan.members),
             built_tiers=frozenset(_BUILT_TIERS),
         )
+        self._last_decision = (len(history), decision)
+        return decision
 
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
         """Router on each predecessor: members (fine) or the capsule node (compound)."""
@@ -292,24 +290,24 @@ class GroupRuntime:
         usage: list[CallRecord] = [*staging.get("usage", []), *private.get("usage", [])]
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
-        billed = [r for r in usage if r["kind"] != "served"]
+        obs = self._observation(staging, usage, tier, fallback)
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         if self.store is not None and mode in ("auto", "observe"):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
-            self.store.append(self._observation(staging, usage, tier, fallback))
+            self.store.append(obs)
         self.record(
             {
                 "group": self.plan.name,
                 "tier": tier,
-                "run_key": str(uuid.uuid4()),
-                "time": time.time(),
+                "run_key": obs["run_id"],
+                "time": obs["time"],
                 "members": list(self.plan.members),
                 "fallback": fallback,
                 "fallback_reasons": dict(staging.get("reasons") or {}),
-                "calls": len(billed),
-                "input_tokens": sum(r["input_tokens"] for r in billed),
-                "cached_tokens": sum(r["cached_tokens"] for r in billed),
-                "output_tokens": sum(r["output_tokens"] for r in billed),
+                "calls": obs["calls"],
+                "input_tokens": obs["input_tokens"],
+                "cached_tokens": obs["cached_tokens"],
+                "output_tokens": obs["output_tokens"],
                 "latency_s": float(staging.get("elapsed_s", 0.0)),
                 "error": staging.get("error"),
             }
