@@ -18,7 +18,8 @@ from langgraph_capsules.compiler.rewrite import rewrite
 from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
 from langgraph_capsules.controller import Decision
 from langgraph_capsules.errors import CapsuleConfigError, CapsuleResumeError
-from langgraph_capsules.policy import ControllerPolicy
+from langgraph_capsules.judges import Judge, as_judge
+from langgraph_capsules.policy import ControllerPolicy, coerce_group_policies, resolve_policy
 from langgraph_capsules.stores import ControllerStore, InMemoryControllerStore
 from langgraph_capsules.strategies.standard import DEFAULT_SECTION_WORDS
 from langgraph_capsules.topology import read_topology
@@ -125,11 +126,17 @@ class CapsuleGraph:
         history_size: int,
         policy: ControllerPolicy,
         store: ControllerStore,
+        group_policies: Mapping[str, ControllerPolicy] | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.plan = plan
         self.mode = mode
         self.policy = policy
         self.store = store
+        self.judge = judge
+        self.policies = {
+            g.name: resolve_policy(g.name, policy, group_policies) for g in plan.groups
+        }
         self._history: deque[GroupRunRecord] = deque(maxlen=history_size)
         self._lock = threading.Lock()
         topo = read_topology(source)
@@ -140,8 +147,9 @@ class CapsuleGraph:
             default_mode=mode,
             record=self._record,
             section_words=section_words,
-            policy=policy,
+            policies=self.policies,
             store=store,
+            judge=judge,
         )
         self._private = {g.channel for g in plan.groups}
 
@@ -273,6 +281,8 @@ def capsulize(
     section_words: int = DEFAULT_SECTION_WORDS,
     history_size: int = 1000,
     policy: ControllerPolicy | str | Mapping[str, Any] | None = None,
+    group_policies: Mapping[str, ControllerPolicy | str] | None = None,
+    judge: Any = None,
     store: ControllerStore | None = None,
 ) -> CapsuleGraph:
     """Rewrite a LangGraph ``StateGraph`` so groups of agents can share one LLM call.
@@ -297,6 +307,17 @@ def capsulize(
             a preset name (``"aggressive"``, ``"balanced"``, ``"conservative"``) or a
             dict of overrides; default balanced. Without a judge the quality gate is
             inactive and the controller switches on the composition score alone.
+        group_policies: Per group, a complete policy (``base.replace(...)``) or a
+            preset name that replaces ``policy`` for that group.
+        judge: The quality-gate judge: a :class:`~langgraph_capsules.Judge` such as
+            :class:`FactRecallJudge` or :class:`LLMJudge`, a function
+            ``(task, reference, candidate) -> JudgeResult | float``, or an openevals
+            evaluator. The gate is active when a judge is given **and** the policy
+            sets ``quality_floor``: the switch run then shadow-evaluates the compound
+            tier beside fine (the user gets fine; the compound calls and the judge's
+            calls are extra), and every later compound run is judged against the fine
+            output of the same task (kept per task, in process). A judge failure is no
+            score, never a crash.
         store: Where every group's observations go (append-only); default an
             in-memory store. Share a :class:`SqliteControllerStore` between
             processes so that they decide alike.
@@ -340,6 +361,21 @@ def capsulize(
                 code="bad_group_name",
                 group=g.name,
             )
+    gp = coerce_group_policies(group_policies)
+    unknown = sorted(set(gp) - {g.name for g in plan.groups})
+    if unknown:
+        raise CapsuleConfigError(
+            f"group_policies names unknown group(s) {unknown}; groups of this plan: "
+            f"{[g.name for g in plan.groups]}",
+            code="bad_policy",
+        )
+    if store is not None and not isinstance(store, ControllerStore):
+        raise CapsuleConfigError(
+            f"store must be a ControllerStore (InMemoryControllerStore, "
+            f"SqliteControllerStore(path), BaseStoreControllerStore(store)); got "
+            f"{type(store).__name__}",
+            code="bad_store",
+        )
     return CapsuleGraph(
         builder,
         plan,
@@ -347,5 +383,7 @@ def capsulize(
         section_words=section_words,
         history_size=history_size,
         policy=ControllerPolicy.coerce(policy),
+        group_policies=gp,
+        judge=None if judge is None else as_judge(judge),
         store=store if store is not None else InMemoryControllerStore(),
     )

@@ -29,6 +29,11 @@ from langgraph_capsules.types import CallRecord
 
 __all__ = ["UsageReport", "UsageTracker", "cache_read_tokens", "track_usage"]
 
+JUDGE_KEY = "capsule_judge"
+"""Run metadata marking a quality-gate judge call (set by the judges and the gate)."""
+SHADOW_KEY = "capsule_shadow"
+"""Run metadata marking a call of a shadow evaluation (set by the capsule node)."""
+
 
 def cache_read_tokens(usage: dict[str, Any] | None) -> int:
     """Cached input tokens of a ``usage_metadata`` dict (incl. tier-prefixed keys)."""
@@ -110,6 +115,11 @@ class UsageTracker(BaseCallbackHandler):
             kind = "unmergeable"
         else:
             kind = "real"
+        purpose = "run"
+        if md.get(JUDGE_KEY):
+            purpose = "judge"
+        elif md.get(SHADOW_KEY):
+            purpose = "shadow"
         group = md.get("capsule_group") or rmeta.get("capsule_group")
         member = md.get("capsule_member") or rmeta.get("capsule_member")
         if member is None and group is not None and kind != "merged":
@@ -120,6 +130,7 @@ class UsageTracker(BaseCallbackHandler):
             "member": member,
             "node": md.get("langgraph_node"),
             "kind": kind,  # type: ignore[typeddict-item]
+            "purpose": purpose,  # type: ignore[typeddict-item]
             "tier": md.get("capsule_tier") or rmeta.get("capsule_tier"),
             "model": rmeta.get("model_name") or model,
             "input_tokens": int(usage.get("input_tokens", 0) or 0),
@@ -173,12 +184,25 @@ class UsageReport:
         out["merged_calls"] = sum(1 for r in rows if r["kind"] == "merged")
         out["served_calls"] = sum(1 for r in rows if r["kind"] == "served")
         out["unmergeable_calls"] = sum(1 for r in rows if r["kind"] == "unmergeable")
+        for purpose in ("shadow", "judge"):
+            own = [r for r in billed if r.get("purpose") == purpose]
+            out[f"{purpose}_calls"] = len(own)
+            out[f"{purpose}_input_tokens"] = sum(_int(r, "input_tokens") for r in own)
+            out[f"{purpose}_output_tokens"] = sum(_int(r, "output_tokens") for r in own)
         out["latency_s"] = sum(r["latency_s"] for r in billed)
         return out
 
     def totals(self) -> dict[str, Any]:
         """Sums over every real call (served calls count as zero and are not calls)."""
         return self._sum(self.calls)
+
+    def by_purpose(self) -> dict[str, dict[str, Any]]:
+        """Totals per purpose: ``run`` (the user's output), ``shadow`` and ``judge``
+        (the quality gate's overhead; part of the honest total)."""
+        out: dict[str, dict[str, Any]] = {}
+        for purpose in ("run", "shadow", "judge"):
+            out[purpose] = self._sum([r for r in self.calls if r.get("purpose") == purpose])
+        return out
 
     def by_run(self) -> dict[str | None, dict[str, Any]]:
         """Totals per root run (one graph invocation)."""
@@ -218,6 +242,12 @@ class UsageReport:
             f"{'total':<16} {'':<22} {t['calls']:>5} {t['input_tokens']:>8} "
             f"{t['cached_tokens']:>7} {t['output_tokens']:>7}"
         )
+        for purpose, p in self.by_purpose().items():
+            if purpose != "run" and p["calls"]:
+                lines.append(
+                    f"{'  of which':<16} {purpose:<22} {p['calls']:>5} {p['input_tokens']:>8} "
+                    f"{p['cached_tokens']:>7} {p['output_tokens']:>7}"
+                )
         return "\n".join(lines)
 
 

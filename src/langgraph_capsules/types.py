@@ -53,6 +53,10 @@ class CallRecord(TypedDict):
     """``merged``: the one call that answered a group; ``served``: a member's call answered
     from it (zero usage); ``unmergeable``: a tool/structured-output call that passed through
     inside a session; ``real``: any other call."""
+    purpose: Literal["run", "shadow", "judge"]
+    """``shadow``: a call of a shadow evaluation (a compound tier run beside fine on the
+    switch run, its output discarded); ``judge``: a quality-gate judge call; ``run``:
+    every call that produced the user's output. All three are billed."""
     tier: str | None
     model: str | None
     input_tokens: int
@@ -80,6 +84,25 @@ class GroupRunRecord(TypedDict):
     output_tokens: int
     latency_s: float
     error: str | None
+    quality: float | None
+    """The judge's score of this run against the task's fine baseline (compound runs
+    with a judge and a baseline; ``None`` otherwise)."""
+    shadow: list[ShadowSummary]
+    """Compound tiers shadow-evaluated beside this (fine) run: the switch run."""
+    judge_calls: int
+    """LLM calls the judge made for this run (not included in ``calls``)."""
+    judge_input_tokens: int
+    judge_output_tokens: int
+
+
+class ShadowSummary(TypedDict):
+    """One shadow-evaluated tier of a switch run (its calls are not in the run's ``calls``)."""
+
+    tier: str
+    quality: float | None
+    calls: int
+    input_tokens: int
+    output_tokens: int
 
 
 class MemberUsage(TypedDict):

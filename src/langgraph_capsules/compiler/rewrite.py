@@ -30,6 +30,7 @@ from langgraph.graph import StateGraph
 from langgraph_capsules._compat import END, RunnableCallable, clone_builder
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
+from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
 from langgraph_capsules.topology import Topology
@@ -60,8 +61,9 @@ def rewrite(
     default_mode: str,
     record: Callable[[GroupRunRecord], None],
     section_words: int,
-    policy: ControllerPolicy,
+    policies: Mapping[str, ControllerPolicy],
     store: ControllerStore | None,
+    judge: Judge | None = None,
 ) -> tuple[StateGraph[Any, Any, Any, Any], dict[str, GroupRuntime]]:
     """Build the capsule graph's builder from a copy of ``source``."""
     n = clone_builder(source)
@@ -100,9 +102,10 @@ def rewrite(
             default_mode=default_mode,
             record=record,
             section_words=section_words,
-            policy=policy,
+            policy=policies[g.name],
             store=store,
             graph_id=plan.plan_id,
+            judge=judge,
         )
         runtimes[g.name] = rt
 

@@ -46,9 +46,19 @@ from langgraph_capsules._compat import (
     node_runnable,
 )
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
+from langgraph_capsules.compiler.judging import (
+    Baselines,
+    Judgement,
+    input_digest,
+    output_text,
+    run_judge,
+    task_key,
+    task_text,
+)
 from langgraph_capsules.compiler.plan import GroupPlan
 from langgraph_capsules.controller import Decision, decide
 from langgraph_capsules.errors import CapsuleConfigError
+from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
 from langgraph_capsules.strategies.standard import (
@@ -56,7 +66,7 @@ from langgraph_capsules.strategies.standard import (
     build_merged_prompt,
     split_reply,
 )
-from langgraph_capsules.telemetry import UsageTracker
+from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import (
     COMPOUND_TIERS,
     MODES,
@@ -80,8 +90,12 @@ MARKER_TOKENS = 16
 """Extra ``max_tokens`` per section of a merged call, for its marker line."""
 
 
+SHADOW_METADATA_KEY = SHADOW_KEY
+
+
 def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
-    """Reducer of a group's private channel: ``None`` clears, ``usage`` appends."""
+    """Reducer of a group's private channel: ``None`` clears, ``usage`` appends,
+    ``outputs`` and ``digests`` (per member, for the judge) merge."""
     if new is None:
         return {}
     out = dict(old or {})
@@ -89,6 +103,9 @@ def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> d
         out["staging"] = new["staging"]
     if "usage" in new:
         out["usage"] = [*out.get("usage", []), *new["usage"]]
+    for key in ("outputs", "digests"):
+        if key in new:
+            out[key] = {**out.get(key, {}), **new[key]}
     return out
 
 
@@ -164,24 +181,40 @@ class GroupRuntime:
     policy: ControllerPolicy = field(default_factory=ControllerPolicy)
     store: ControllerStore | None = None
     graph_id: str = ""
+    judge: Judge | None = None
+    """The quality-gate judge; the gate is active with a judge and ``policy.quality_floor``."""
+    baselines: Baselines = field(default_factory=Baselines)
+    """Fine outputs per task, the references compound runs are judged against."""
     _members_sorted: list[str] = field(default_factory=list)
     _last_decision: tuple[int, Decision] | None = None
 
     def __post_init__(self) -> None:
         self._members_sorted = sorted(self.plan.members)
 
+    @property
+    def judge_active(self) -> bool:
+        """Whether compound and shadow runs are judged (a judge and a quality floor)."""
+        return self.judge is not None and self.policy.quality_floor is not None
+
     # ----------------------------------------------------------------- routing
-    def tier(self, config: RunnableConfig | None) -> Tier:
-        """This run's tier for the group: a locked mode, or in ``auto`` the controller's
-        decision over the group's observation history (a pure function of it, so every
-        worker sharing the store decides alike)."""
+    def run_plan(self, config: RunnableConfig | None) -> tuple[Tier, tuple[Tier, ...]]:
+        """This run's tier and the compound tiers to shadow-evaluate beside it.
+
+        A locked mode gives its tier and no shadow; ``auto`` asks the controller over
+        the group's observation history (a pure function of it, so every worker sharing
+        the store decides alike)."""
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         if mode != "auto" or self.store is None:
-            return tier_for_mode(mode, self.plan.name)
-        return self.decide().tier
+            return tier_for_mode(mode, self.plan.name), ()
+        decision = self.decide()
+        return decision.tier, (decision.shadow_tiers if decision.shadow else ())
+
+    def tier(self, config: RunnableConfig | None) -> Tier:
+        """This run's tier for the group (the user's output; see :meth:`run_plan`)."""
+        return self.run_plan(config)[0]
 
     def decide(self) -> Decision:
-        """The controller's decision for the group's next run (no judge wired yet)."""
+        """The controller's decision for the group's next ``auto`` run."""
         history = self.store.history(self.graph_id, self.plan.name) if self.store else []
         cached = self._last_decision
         # decide() is a pure function of an append-only history: its length identifies it,
@@ -194,13 +227,16 @@ class GroupRuntime:
             mode="auto",
             n_agents=len(self.plan.members),
             built_tiers=frozenset(_BUILT_TIERS),
+            judge_active=self.judge_active,
         )
         self._last_decision = (len(history), decision)
         return decision
 
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
-        """Router on each predecessor: members (fine) or the capsule node (compound)."""
-        if self.tier(config) == "fine":
+        """Router on each predecessor: members (fine) or the capsule node (compound or a
+        shadow evaluation)."""
+        tier, shadows = self.run_plan(config)
+        if tier == "fine" and not shadows:
             return list(self.plan.members)
         return self.plan.capsule_node
 
@@ -212,19 +248,30 @@ class GroupRuntime:
 
     # ----------------------------------------------------- member instrumentation
     def instrumented(self, member: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """Sync and async wrappers of a member node that report its usage to the gate."""
+        """Sync and async wrappers of a member node that report its usage to the gate
+        (and, with a judge, its input digest and output, for the baselines)."""
         runnable = node_runnable(self.specs[member])
         channel = self.plan.channel
+        judging = self.judge is not None
+
+        def report(input: Any, ret: Any, tracker: UsageTracker) -> Command[Any]:
+            private: dict[str, Any] = {"usage": tracker.records}
+            if judging:
+                private["digests"] = {member: input_digest(input)}
+                update = _update_of(ret)
+                if update is not None:
+                    private["outputs"] = {member: update}
+            return Command(update={channel: private})
 
         def run(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
             ret = runnable.invoke(input, _with_handler(config, tracker))
-            return [ret, Command(update={channel: {"usage": tracker.records}})]
+            return [ret, report(input, ret, tracker)]
 
         async def arun(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
             ret = await runnable.ainvoke(input, _with_handler(config, tracker))
-            return [ret, Command(update={channel: {"usage": tracker.records}})]
+            return [ret, report(input, ret, tracker)]
 
         return run, arun
 
@@ -234,7 +281,13 @@ class GroupRuntime:
         return _coerce(self.specs[member].input_schema, values)
 
     def _member_config(
-        self, member: str, config: RunnableConfig, tier: Tier, tracker: UsageTracker
+        self,
+        member: str,
+        config: RunnableConfig,
+        tier: Tier,
+        tracker: UsageTracker,
+        *,
+        shadow: bool = False,
     ) -> RunnableConfig:
         md = dict(self.specs[member].metadata or {})
         md.update(
@@ -243,19 +296,32 @@ class GroupRuntime:
             capsule_member=member,
             capsule_tier=tier,
         )
-        return merge_configs(config, {"metadata": md, "callbacks": [tracker]})
+        own: RunnableConfig = {"metadata": md, "callbacks": [tracker]}
+        if shadow:
+            md[SHADOW_METADATA_KEY] = True
+            own["tags"] = [TAG_NOSTREAM]  # a shadow's tokens never reach the user's stream
+        return merge_configs(config, own)
 
     def _merged_config(
-        self, config: RunnableConfig, members: Sequence[str], tier: Tier, tracker: UsageTracker
+        self,
+        config: RunnableConfig,
+        members: Sequence[str],
+        tier: Tier,
+        tracker: UsageTracker,
+        *,
+        shadow: bool = False,
     ) -> RunnableConfig:
+        md: dict[str, Any] = {
+            "capsule_group": self.plan.name,
+            "capsule_merged": list(members),
+            "capsule_tier": tier,
+        }
+        if shadow:
+            md[SHADOW_METADATA_KEY] = True
         return merge_configs(
             config,
             {
-                "metadata": {
-                    "capsule_group": self.plan.name,
-                    "capsule_merged": list(members),
-                    "capsule_tier": tier,
-                },
+                "metadata": md,
                 "tags": ["capsule:merged", TAG_NOSTREAM],
                 "callbacks": [tracker],
                 "run_name": f"{self.plan.capsule_node}:merged",
@@ -264,37 +330,143 @@ class GroupRuntime:
 
     def capsule_sync(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The capsule node (sync graphs)."""
-        tier = self.tier(config)
+        tier, shadows = self.run_plan(config)
+        if shadows:
+            return self._shadow_sync(state, config, shadows)
         if tier == "fine":
             return self._stage_fine()
         run = _CapsuleRun(self, state, config, tier)
-        return run.execute_sync()
+        return run.stage(run.execute_sync())
 
     async def capsule_async(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The capsule node (async graphs)."""
-        tier = self.tier(config)
+        tier, shadows = self.run_plan(config)
+        if shadows:
+            return await self._shadow_async(state, config, shadows)
         if tier == "fine":
             return self._stage_fine()
         run = _CapsuleRun(self, state, config, tier)
-        return await run.execute_async()
+        return run.stage(await run.execute_async())
 
     def _stage_fine(self) -> dict[str, Any]:
         staging = {"tier": "fine", "route": list(self.plan.members), "updates": []}
         return {self.plan.channel: {"staging": staging}}
 
+    # ------------------------------------------------------- shadow evaluation
+    def _shadow_sync(
+        self, state: dict[str, Any], config: RunnableConfig, tiers: Sequence[Tier]
+    ) -> dict[str, Any]:
+        """The switch run: fine for the user, then each shadow tier judged against it."""
+        fine = _CapsuleRun(self, state, config, "fine")
+        outcomes = fine.execute_sync()
+        shadows: list[dict[str, Any]] = []
+        for tier in tiers if _complete(outcomes) else ():
+            run = _CapsuleRun(self, state, config, tier, shadow=True)
+            candidate = run.execute_sync()
+            args = self._shadow_judge_args(fine, outcomes, candidate)
+            judgement = run_judge(*args, config)
+            shadows.append(run.shadow_record(candidate, judgement))
+            if self._passes(judgement):
+                break
+        return fine.stage(outcomes, shadow_runs=shadows)
+
+    async def _shadow_async(
+        self, state: dict[str, Any], config: RunnableConfig, tiers: Sequence[Tier]
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`_shadow_sync` (the judge runs in a worker thread)."""
+        fine = _CapsuleRun(self, state, config, "fine")
+        outcomes = await fine.execute_async()
+        shadows: list[dict[str, Any]] = []
+        for tier in tiers if _complete(outcomes) else ():
+            run = _CapsuleRun(self, state, config, tier, shadow=True)
+            candidate = await run.execute_async()
+            args = self._shadow_judge_args(fine, outcomes, candidate)
+            judgement = await _in_thread(run_judge, *args, config)
+            shadows.append(run.shadow_record(candidate, judgement))
+            if self._passes(judgement):
+                break
+        return fine.stage(outcomes, shadow_runs=shadows)
+
+    def _shadow_judge_args(
+        self,
+        fine: _CapsuleRun,
+        reference: Mapping[str, _Outcome],
+        candidate: Mapping[str, _Outcome],
+    ) -> tuple[Judge, str, str, str]:
+        assert self.judge is not None
+        ref = {m: o.update for m, o in reference.items()}
+        # A member whose merged section failed would re-run fine: the user would get the
+        # fine output for it, so that is what the candidate holds.
+        cand = {m: (o.update if o.update is not None else ref[m]) for m, o in candidate.items()}
+        return self.judge, task_text(fine.inputs), output_text(ref), output_text(cand)
+
+    def _passes(self, judgement: Judgement) -> bool:
+        floor = self.policy.quality_floor
+        return judgement.score is not None and floor is not None and judgement.score >= floor
+
     # --------------------------------------------------------------- gate node
+    def _judge_args(self, state: Mapping[str, Any]) -> tuple[Judge, str, str, str] | None:
+        """What to judge in this run's gate: a compound run against the fine baseline of
+        the same task (and, on fine runs, keep the output as that baseline)."""
+        if self.judge is None:
+            return None
+        private = state.get(self.plan.channel) or {}
+        staging = private.get("staging") or {}
+        tier = staging.get("tier", "fine")
+        outputs = {m: u for m, u in staging.get("updates") or []}
+        outputs.update(private.get("outputs") or {})
+        key = staging.get("task")
+        if key is None:
+            digests = private.get("digests") or {}
+            if set(digests) != set(self.plan.members):
+                return None
+            key = task_key(digests)
+        if set(outputs) != set(self.plan.members):
+            return None
+        if tier == "fine":
+            self.baselines.put(key, outputs)
+            return None
+        baseline = self.baselines.get(key)
+        if baseline is None or not self.judge_active:
+            return None
+        text = str(staging.get("task_text") or "")
+        return self.judge, text, output_text(baseline), output_text(outputs)
+
     def gate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """The gate node: commit staged updates exactly once and record the run."""
+        args = self._judge_args(state) if self._judged(config) else None
+        judgement = run_judge(*args, config) if args is not None else None
+        return self._close(state, config, judgement)
+
+    async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
+        """Async twin of :meth:`gate` (a judge runs in a worker thread)."""
+        args = self._judge_args(state) if self._judged(config) else None
+        judgement = await _in_thread(run_judge, *args, config) if args is not None else None
+        return self._close(state, config, judgement)
+
+    def _judged(self, config: RunnableConfig) -> bool:
+        # locked modes bypass the controller and the judge
+        return resolve_mode(config, self.plan.name, self.default_mode) in ("auto", "observe")
+
+    def _close(
+        self, state: Mapping[str, Any], config: RunnableConfig, judgement: Judgement | None
+    ) -> Any:
         private = state.get(self.plan.channel) or {}
         staging = private.get("staging") or {}
         usage: list[CallRecord] = [*staging.get("usage", []), *private.get("usage", [])]
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
         obs = self._observation(staging, usage, tier, fallback)
+        if judgement is not None:
+            obs["quality"] = judgement.score
+        shadows = [self._shadow_observation(obs, s) for s in staging.get("shadow_runs") or []]
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         if self.store is not None and mode in ("auto", "observe"):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
-            self.store.append(obs)
+            for o in (obs, *shadows):
+                self.store.append(o)
+        judge_runs = [judgement.summary()] if judgement is not None else []
+        judge_runs += [s["judgement"] for s in staging.get("shadow_runs") or []]
         self.record(
             {
                 "group": self.plan.name,
@@ -310,12 +482,34 @@ class GroupRuntime:
                 "output_tokens": obs["output_tokens"],
                 "latency_s": float(staging.get("elapsed_s", 0.0)),
                 "error": staging.get("error"),
+                "quality": obs["quality"],
+                "shadow": [
+                    {
+                        "tier": o["tier"],
+                        "quality": o["quality"],
+                        "calls": o["calls"],
+                        "input_tokens": o["input_tokens"],
+                        "output_tokens": o["output_tokens"],
+                    }
+                    for o in shadows
+                ],
+                "judge_calls": sum(j["calls"] for j in judge_runs),
+                "judge_input_tokens": sum(j["input_tokens"] for j in judge_runs),
+                "judge_output_tokens": sum(j["output_tokens"] for j in judge_runs),
             }
         )
         commits = self._commit(staging.get("updates") or [])
         if not commits:
             return {self.plan.channel: None}
         return [Command(update={self.plan.channel: None}), *commits]
+
+    def _shadow_observation(self, main: Observation, shadow: Mapping[str, Any]) -> Observation:
+        obs = self._observation(shadow, shadow.get("usage") or [], shadow["tier"], shadow["route"])
+        obs["run_id"] = main["run_id"]
+        obs["time"] = main["time"]
+        obs["quality"] = shadow["judgement"]["score"]
+        obs["shadow"] = True
+        return obs
 
     def _observation(
         self,
@@ -358,10 +552,6 @@ class GroupRuntime:
             "shadow": False,
         }
 
-    async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
-        """Async twin of :meth:`gate` (no I/O; avoids a thread hop)."""
-        return self.gate(state, config)
-
     def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command[Any]]:
         """Fold single-value keys (one writer per key in a fan-out group); write reducer
         keys once per member, in node-name order as LangGraph applies a superstep."""
@@ -375,20 +565,55 @@ class GroupRuntime:
         return ([Command(update=folded)] if folded else []) + per_member
 
 
+def _update_of(ret: Any) -> dict[str, Any] | None:
+    """The state update a node returned, when it is a plain dict (or a Command's dict)."""
+    if isinstance(ret, dict):
+        return ret
+    if isinstance(ret, Command) and isinstance(ret.update, dict):
+        return ret.update
+    return None
+
+
+def _complete(outcomes: Mapping[str, _Outcome]) -> bool:
+    """Every member produced an update (a shadow evaluation needs the whole fine output)."""
+    return all(o.update is not None for o in outcomes.values())
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call in a worker thread with the current context."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, copy_context().run, fn, *args)
+
+
 class _CapsuleRun:
-    """One compound run of one group inside the capsule node."""
+    """One run of one group's members inside the capsule node.
+
+    With a compound ``tier`` every member runs under a session and the parked calls are
+    answered from one merged call; with ``tier="fine"`` (the fine half of a shadow
+    evaluation) the members run with no session, one real call each. ``shadow`` marks
+    the calls of a shadow evaluation (metadata ``capsule_shadow``, never streamed).
+    """
 
     def __init__(
-        self, rt: GroupRuntime, state: Mapping[str, Any], config: RunnableConfig, tier: Tier
+        self,
+        rt: GroupRuntime,
+        state: Mapping[str, Any],
+        config: RunnableConfig,
+        tier: Tier,
+        *,
+        shadow: bool = False,
     ) -> None:
         self.rt = rt
         self.config = config
         self.tier = tier
+        self.shadow = shadow
         self.members = list(rt.plan.members)
         self.tracker = UsageTracker()
         self.slots = {m: Slot(rt.plan.name, m, tier) for m in self.members}
         self.inputs = {m: rt._member_input(m, state) for m in self.members}
-        self.configs = {m: rt._member_config(m, config, tier, self.tracker) for m in self.members}
+        self.configs = {
+            m: rt._member_config(m, config, tier, self.tracker, shadow=shadow) for m in self.members
+        }
         self.problems: dict[str, str] = {}
         self.started = time.perf_counter()
         self.merge_stats: dict[str, Any] = {}
@@ -444,10 +669,12 @@ class _CapsuleRun:
     def _context(self, member: str) -> Any:
         ctx = copy_context()
         ctx.run(var_child_runnable_config.set, self.configs[member])
-        ctx.run(SESSION.set, self.slots[member])
+        if self.tier != "fine":
+            ctx.run(SESSION.set, self.slots[member])
         return ctx
 
-    def execute_sync(self) -> dict[str, Any]:
+    def execute_sync(self) -> dict[str, _Outcome]:
+        """Run the members (and the merged call); each member's outcome."""
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
         )
@@ -467,10 +694,10 @@ class _CapsuleRun:
             concurrent.futures.wait(list(futures.values()))
         finally:
             pool.shutdown(wait=True)
-        outcomes = {m: self._outcome_of_future(futures[m]) for m in self.members}
-        return self._stage(outcomes)
+        return {m: self._outcome_of_future(futures[m]) for m in self.members}
 
-    async def execute_async(self) -> dict[str, Any]:
+    async def execute_async(self) -> dict[str, _Outcome]:
+        """Async twin of :meth:`execute_sync`."""
         tasks = {
             m: self._context(m).run(asyncio.ensure_future, self._member_async(m))
             for m in self.members
@@ -485,8 +712,7 @@ class _CapsuleRun:
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-        outcomes = {m: self._outcome(r) for m, r in zip(tasks, results, strict=True)}
-        return self._stage(outcomes)
+        return {m: self._outcome(r) for m, r in zip(tasks, results, strict=True)}
 
     # --------------------------------------------------- the merged call(s)
     def _buckets(self) -> list[list[str]]:
@@ -534,7 +760,9 @@ class _CapsuleRun:
         for bucket in self._buckets():
             prepared = self._prepare(bucket)
             if prepared is not None:
-                cfg = self.rt._merged_config(self.config, bucket, self.tier, self.tracker)
+                cfg = self.rt._merged_config(
+                    self.config, bucket, self.tier, self.tracker, shadow=self.shadow
+                )
                 out.append((bucket, *prepared, cfg))
         return out
 
@@ -598,24 +826,54 @@ class _CapsuleRun:
             return _Outcome(update=result)
         return _Outcome(reason=f"returned {type(result).__name__}; only dict updates are staged")
 
-    def _stage(self, outcomes: dict[str, _Outcome]) -> dict[str, Any]:
+    def stage(
+        self,
+        outcomes: Mapping[str, _Outcome],
+        *,
+        shadow_runs: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """The capsule node's write: staged updates, members to re-run as nodes, usage
+        (and, with a judge, the task key and text the gate judges against)."""
         updates = [[m, o.update] for m, o in outcomes.items() if o.update is not None]
         route = [m for m, o in outcomes.items() if o.update is None]
-        reasons = {
-            m: self.problems.get(m) or o.reason or ""
-            for m, o in outcomes.items()
-            if o.update is None
-        }
-        staging = {
+        staging: dict[str, Any] = {
             "tier": self.tier,
             "updates": updates,
             "route": route,
-            "reasons": reasons,
+            "reasons": self._reasons(outcomes),
             "usage": list(self.tracker.records),
             "merge": self.merge_stats,
             "elapsed_s": time.perf_counter() - self.started,
         }
+        if self.rt.judge is not None:
+            staging["task"] = task_key({m: input_digest(v) for m, v in self.inputs.items()})
+            staging["task_text"] = task_text(self.inputs)
+        if shadow_runs:
+            staging["shadow_runs"] = list(shadow_runs)
         return {self.rt.plan.channel: {"staging": staging}}
+
+    def shadow_record(
+        self,
+        outcomes: Mapping[str, _Outcome],
+        judgement: Judgement,
+    ) -> dict[str, Any]:
+        """What the gate needs to write this shadow tier's observation."""
+        return {
+            "tier": self.tier,
+            "route": [m for m, o in outcomes.items() if o.update is None],
+            "reasons": self._reasons(outcomes),
+            "usage": list(self.tracker.records),
+            "merge": self.merge_stats,
+            "elapsed_s": time.perf_counter() - self.started,
+            "judgement": judgement.summary(),
+        }
+
+    def _reasons(self, outcomes: Mapping[str, _Outcome]) -> dict[str, str]:
+        return {
+            m: self.problems.get(m) or o.reason or ""
+            for m, o in outcomes.items()
+            if o.update is None
+        }
 
 
 def _sync_only(runnable: Any) -> bool:

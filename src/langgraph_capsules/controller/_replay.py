@@ -1,8 +1,8 @@
 """Internal: replay a group's observation history into a working state.
 
 Observations of one run (the fine record and any shadow records) share a ``run_id`` and
-sit next to each other. Before each run the replay recomputes what ``auto`` would have
-decided; the run's evidence is then read against it:
+form one run, in order of its first record. Before each run the replay recomputes
+what ``auto`` would have decided; the run's evidence is then read against it:
 
 * a **fine** record adds a fine score (switch-up evidence, P6: post-revert only) and a
   verbosity reading;
@@ -188,14 +188,21 @@ def _compound_tier(value: str) -> Tier | None:
 
 
 def _runs(history: Sequence[Observation]) -> list[tuple[int, list[Observation]]]:
-    """Split the history into runs: consecutive observations sharing a ``run_id``."""
-    runs: list[tuple[int, list[Observation]]] = []
+    """Split the history into runs: the observations sharing a ``run_id``, in order of
+    each run's first record, paired with the position just past its last record.
+
+    A run's records (fine, then its shadow records) are appended one by one, so another
+    worker sharing the store may append between them; grouping by ``run_id`` instead of
+    by adjacency keeps such a run whole, and every worker still reads the same runs."""
+    runs: dict[str, tuple[int, list[Observation]]] = {}
     for i, obs in enumerate(history):
-        if runs and runs[-1][1][-1].get("run_id") == obs.get("run_id"):
-            runs[-1][1].append(obs)
+        key = str(obs.get("run_id"))
+        if key in runs:
+            runs[key][1].append(obs)
+            runs[key] = (i + 1, runs[key][1])
         else:
-            runs.append((i, [obs]))
-    return runs
+            runs[key] = (i + 1, [obs])
+    return list(runs.values())
 
 
 def _compound_run(work: Work, ctx: Context, obs: Observation, score: float, end: int) -> None:
@@ -253,8 +260,7 @@ def _backoff(reason: str, work: Work, ctx: Context) -> str:
     return f"{reason} (revert {work.revert_count}; the next switch needs {need} fresh fine runs)"
 
 
-def _replay_run(work: Work, ctx: Context, start: int, run: list[Observation]) -> None:
-    end = start + len(run)
+def _replay_run(work: Work, ctx: Context, end: int, run: list[Observation]) -> None:
     main = [o for o in run if not o.get("shadow")]
     shadows = [o for o in run if o.get("shadow")]
     # What auto had decided before this run, read against the run's evidence; only
@@ -342,8 +348,8 @@ def _shadow_run(
 def replay(history: Sequence[Observation], ctx: Context) -> Work:
     """Fold the history, run by run, into a working state (events of the last run kept)."""
     work = Work()
-    for start, run in _runs(history):
-        _replay_run(work, ctx, start, run)
+    for end, run in _runs(history):
+        _replay_run(work, ctx, end, run)
     return work
 
 

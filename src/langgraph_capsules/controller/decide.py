@@ -8,8 +8,8 @@ decision, and a decision can be replayed in a test without an LLM.
 How the replay reads the evidence
 ---------------------------------
 Observations of one run (the fine record and any shadow records) share a ``run_id``
-and sit next to each other. Before each run the replay recomputes what ``auto`` would
-have decided; the run's evidence is then read against it:
+and form one run, in order of its first record. Before each run the replay
+recomputes what ``auto`` would have decided; the run's evidence is then read against it:
 
 * a **fine** record adds a fine score (switch-up evidence, P6: post-revert only) and a
   verbosity reading;
@@ -159,7 +159,7 @@ def decide(
 
     Args:
         history: The group's observations, oldest first (fine and shadow records of
-            one run next to each other, sharing a ``run_id``).
+            one run share a ``run_id``).
         policy: The group's resolved policy (group policy over pipeline policy).
         mode: ``auto``, ``observe``, ``fine``, ``compound`` or ``standard``. A locked
             mode (``fine``, ``compound``, ``standard``) outranks every policy.
