@@ -241,7 +241,7 @@ class CapsuleGraph:
         lines = [f"capsule plan {self.plan.plan_id} (mode={self.mode})"]
         head = (
             f"  {'run':>4} {'tier':<9} {'calls':>5} {'input':>8} {'cached':>7} "
-            f"{'output':>7}  fallback"
+            f"{'output':>7} {'quality':>7}  notes"
         )
         for g in self.plan.groups:
             rows = self.history(g.name)[-last:]
@@ -259,10 +259,10 @@ class CapsuleGraph:
                 continue
             lines.append(head)
             for i, r in enumerate(rows, 1):
-                fb = ", ".join(f"{m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"])
                 lines.append(
                     f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
-                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7}  {fb or '-'}"
+                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7} "
+                    f"{_quality(r.get('quality')):>7}  {_notes(r)}"
                 )
         if self.plan.untouched:
             lines.append("left as they are: " + ", ".join(sorted(self.plan.untouched)))
@@ -270,6 +270,22 @@ class CapsuleGraph:
         if print_:
             print(report.text)
         return report
+
+
+def _quality(q: float | None) -> str:
+    return "-" if q is None else f"{q:.2f}"
+
+
+def _notes(r: GroupRunRecord) -> str:
+    notes = [
+        f"shadow {s['tier']}: q {_quality(s['quality'])}, {s['calls']} call(s), "
+        f"{s['input_tokens']} in"
+        for s in r.get("shadow") or []
+    ]
+    if r.get("judge_calls"):
+        notes.append(f"judge {r['judge_calls']} call(s)")
+    notes += [f"fallback {m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"]]
+    return "; ".join(notes) or "-"
 
 
 def capsulize(
