@@ -41,7 +41,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     runner.run_benchmark(
         model="scripted",
         companies=len(DEV),
-        runs=2,
+        runs=4,
         arms=list(runner.ARMS),
         out=out,
         company_ids=DEV,
@@ -52,12 +52,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
 def test_records_are_complete_and_interleaved(results: tuple[Path, dict[str, Any]]) -> None:
     _out, data = results
     records = data["records"]
-    assert len(records) == 2 * len(DEV) * 4
+    assert len(records) == 4 * len(DEV) * len(runner.ARMS)
     required = {"arm", "company", "run", "calls", "input_tokens", "cached_tokens"}
     required |= {"output_tokens", "wall_s", "quality"}
     assert all(required <= set(r) and r["error"] is None for r in records)
-    assert [r["arm"] for r in records[:8]] == list(runner.ARMS) * 2  # A B C D A B C D
-    assert [r["company"] for r in records[:8]] == [DEV[0]] * 4 + [DEV[1]] * 4
+    n = len(runner.ARMS)
+    assert [r["arm"] for r in records[: 2 * n]] == list(runner.ARMS) * 2  # A B C ... A B C
+    assert [r["company"] for r in records[: 2 * n]] == [DEV[0]] * n + [DEV[1]] * n
     assert data["meta"]["companies"] == DEV and data["meta"]["held_out"] == []
 
 
@@ -82,11 +83,32 @@ def test_calls_tokens_and_quality_per_arm(results: tuple[Path, dict[str, Any]]) 
     assert summary["arms"]["capsules_compound"]["calls_vs_lg14"] == pytest.approx(6 / 14)
 
 
+def test_auto_arm_switches_after_its_shadow_run(results: tuple[Path, dict[str, Any]]) -> None:
+    _out, data = results
+    autos = [r for r in data["records"] if r["arm"] == "auto"]  # in run order
+    assert len(autos) == 4 * len(DEV)
+    # the controller learns per group across companies: two fine runs (run 1 of both
+    # companies), the switch run with its shadow, then compound, each judged against
+    # the same company's fine output
+    for group in ("competitive", "product", "financial", "risk"):
+        tiers = [r["group_tiers"][group] for r in autos]
+        assert tiers == ["fine", "fine", "fine+shadow:standard"] + ["standard"] * 5
+        gates = [r["gate_quality"][group] for r in autos]
+        assert gates[:2] == [None, None] and all(q is not None for q in gates[2:])
+        assert gates[2] >= 0.75  # the shadow reading that let the switch through
+    assert [r["shadow_calls"] for r in autos] == [0, 0, 4, 0, 0, 0, 0, 0]
+    fine, _f2, switch, compound = (r["input_tokens"] for r in autos[:4])
+    assert switch > fine > compound  # the shadow run pays extra; compound saves
+    traj = data["summary"]["auto_tiers"]
+    assert set(traj) == set(DEV) and traj[DEV[0]]["runs"] == [1, 2, 3, 4]
+
+
 def test_report_and_plots_written(results: tuple[Path, dict[str, Any]]) -> None:
     out, _data = results
     report = (out / "report.md").read_text()
     assert "| capsules compound |" in report and "MDD" in report and DEV[0] in report
-    for png in ("quality_vs_input.png", "tokens_per_group.png"):
+    assert "Auto arm" in report and "fine+shadow:standard" in report
+    for png in ("quality_vs_input.png", "tokens_per_group.png", "auto_tiers.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 

@@ -1,11 +1,16 @@
-"""``capsules bench ci``: the four arms side by side on the same inputs and model.
+"""``capsules bench ci``: the arms side by side on the same inputs and model.
 
 Arms (``--arms``):
 
 * ``lg14``: the hand-written 14-node LangGraph app;
 * ``lg6``: its hand-merged 6-node variant;
 * ``capsules_fine``: ``capsulize()`` over the same 14-node builder, fine tier;
-* ``capsules_compound``: the same capsule graph, standard tier (one merged call per arm).
+* ``capsules_compound``: the same capsule graph, standard tier (one merged call per arm);
+* ``auto``: the same builder capsulized with the controller on (aggressive preset,
+  quality floor 0.75) and the quality gate judged by :class:`lc.FactRecallJudge` against
+  each company's fine output (or by the LLM judge of ``--judge``). Its tier per group
+  moves over the runs: fine until enough evidence, a shadow evaluation on the switch run
+  (its extra calls counted in the arm's totals), then compound while quality holds.
 
 Runs are interleaved (run 1: company 1: A B C D, company 2: A B C D, ...; then run 2),
 so machine drift hits every arm alike. Every run is measured with
@@ -50,7 +55,11 @@ ARMS = {
     "lg6": "LG hand-merged",
     "capsules_fine": "capsules fine",
     "capsules_compound": "capsules compound",
+    "auto": "capsules auto",
 }
+AUTO_POLICY = lc.ControllerPolicy.aggressive(quality_floor=0.75)
+"""The auto arm's policy: three tool-free agents score 0.1875, above the aggressive
+preset's compose_at (0.18) and below balanced (0.23); 0.75 is the paper's floor."""
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 BUCKETS = ("scoping", "competitive", "product", "financial", "risk", "briefer")
 
@@ -66,8 +75,9 @@ class Arm:
     capsules: lc.CapsuleGraph | None = None
 
 
-def build_arms(llm: BaseChatModel, names: Sequence[str]) -> list[Arm]:
-    """Build the requested arms over one model object."""
+def build_arms(llm: BaseChatModel, names: Sequence[str], *, gate_judge: Any = None) -> list[Arm]:
+    """Build the requested arms over one model object (``gate_judge``: the auto arm's
+    quality-gate judge; default the offline :class:`lc.FactRecallJudge`)."""
     wrapped = lc.CapsuleChatModel(llm)
     b14 = build_lg14(wrapped)  # the very same builder serves lg14 and both capsules arms
     capsules = lc.capsulize(b14, groups=ARM_GROUPS)
@@ -82,6 +92,10 @@ def build_arms(llm: BaseChatModel, names: Sequence[str]) -> list[Arm]:
             mode = "fine" if name == "capsules_fine" else "compound"
             cfg = {"configurable": {"capsules": {"mode": mode}}}
             out.append(Arm(name, ARMS[name], app, cfg, capsules))
+        elif name == "auto":
+            judge = gate_judge if gate_judge is not None else lc.FactRecallJudge()
+            auto = lc.capsulize(b14, groups=ARM_GROUPS, policy=AUTO_POLICY, judge=judge)
+            out.append(Arm(name, ARMS[name], auto.compile(), {}, auto))
         else:
             raise SystemExit(f"unknown arm {name!r}; arms: {', '.join(ARMS)}")
     return out
@@ -166,8 +180,8 @@ def run_benchmark(
 
     with open_model(model, progress=install_progress) as opened:
         model_label = opened.label
-        built = build_arms(opened.llm, arms)
         llm_judge = _open_judge(judge) if judge else None
+        built = build_arms(opened.llm, arms, gate_judge=llm_judge)
         total = runs * len(chosen) * len(built)
         columns = (
             TextColumn("{task.description}"),
@@ -208,18 +222,62 @@ def run_benchmark(
     report = render_report(meta, summary)
     (out / "report.md").write_text(report)
     plot(records, list(arms), out)
+    plot_auto(records, out)
     console.print(_rich_table(summary))
+    if summary["auto_tiers"]:
+        console.print("\n".join(_auto_lines(summary["auto_tiers"])))
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
     return records
 
 
 def _one_line(rec: dict[str, Any]) -> str:
     q = "error: " + str(rec["error"]) if rec["error"] else f"quality {rec['quality']:.3f}"
-    return (
+    line = (
         f"run {rec['run']} {rec['company']} {rec['label']}: {rec['calls']} calls, "
         f"{rec['input_tokens']} in ({rec['cached_tokens']} cached), {rec['output_tokens']} out, "
         f"{rec['wall_s']:.1f} s, {q}"
     )
+    if rec["arm"] == "auto":
+        line += "; tiers " + ", ".join(f"{g} {t}" for g, t in rec["group_tiers"].items())
+    return line
+
+
+def auto_trajectory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The auto arm per company: each group's tier and gate reading run by run, and the
+    arm's input tokens per run (shadow and judge calls included)."""
+    out: dict[str, Any] = {}
+    for r in records:
+        if r["arm"] != "auto":
+            continue
+        row = out.setdefault(r["company"], {"runs": [], "input_tokens": [], "groups": {}})
+        row["runs"].append(r["run"])
+        row["input_tokens"].append(r["input_tokens"])
+        for g, tier in r["group_tiers"].items():
+            q = r["gate_quality"].get(g)
+            row["groups"].setdefault(g, []).append({"tier": tier, "quality": q})
+    return out
+
+
+def _auto_lines(traj: dict[str, Any]) -> list[str]:
+    lines = []
+    for company, row in traj.items():
+        runs = row["runs"]
+        lines += [
+            "",
+            f"Auto arm, {company}: tier per group over runs (gate quality in brackets)",
+            "",
+            "| group | " + " | ".join(f"run {n}" for n in runs) + " |",
+            "|---|" + "---|" * len(runs),
+        ]
+        for g, cells in row["groups"].items():
+            txt = [
+                c["tier"] + ("" if c["quality"] is None else f" ({c['quality']:.2f})")
+                for c in cells
+            ]
+            lines.append(f"| {g} | " + " | ".join(txt) + " |")
+        tokens = " | ".join(f"{t:,}" for t in row["input_tokens"])
+        lines.append(f"| input tokens | {tokens} |")
+    return lines
 
 
 def _cores() -> int:
@@ -285,11 +343,19 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
             error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t0
     reasons: dict[str, str] = {}
+    tiers: dict[str, str] = {}
+    gate_quality: dict[str, float | None] = {}
     if arm.capsules is not None:
         recent = arm.capsules.history()[-len(ARM_GROUPS) :]
         fallbacks = sorted(m for r in recent for m in r["fallback"])
         reasons = {m: why for r in recent for m, why in r["fallback_reasons"].items()}
+        for r in recent:
+            shadow = "".join(f"+shadow:{s['tier']}" for s in r["shadow"])
+            tiers[r["group"]] = r["tier"] + shadow
+            readings = [r["quality"], *(s["quality"] for s in r["shadow"])]
+            gate_quality[r["group"]] = next((q for q in readings if q is not None), None)
     totals = usage.totals()
+    overhead = usage.by_purpose()
     groups: dict[str, dict[str, int]] = {b: {"input": 0, "output": 0} for b in BUCKETS}
     for rec in usage.calls:
         if rec["kind"] == "served":
@@ -317,6 +383,11 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         "tokens_per_group": groups,
         "fallback_members": fallbacks,
         "fallback_reasons": reasons,
+        "group_tiers": tiers,
+        "gate_quality": gate_quality,
+        "shadow_calls": overhead["shadow"]["calls"],
+        "shadow_input_tokens": overhead["shadow"]["input_tokens"],
+        "gate_judge_calls": overhead["judge"]["calls"],
         "_brief": str(outputs.get("brief") or ""),
         "error": error,
     }
@@ -349,9 +420,10 @@ def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[st
         inputs = stats["input_tokens"]["median"]
         stats["cached_share"] = stats["cached_tokens"]["median"] / inputs if inputs else math.nan
         per[arm] = stats
-    # MDD: 2.5 x pooled run-to-run standard deviation within (arm, company) cells
+    # MDD: 2.5 x pooled run-to-run standard deviation within (arm, company) cells. The
+    # auto arm is left out: its quality moves with its tier by design, which is not noise.
     variances = []
-    for arm in arms:
+    for arm in (a for a in arms if a != "auto"):
         for company in {r["company"] for r in records}:
             q = [
                 r["quality"]
@@ -372,7 +444,8 @@ def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[st
     return {
         "arms": per,
         "mdd": mdd,
-        "mdd_basis": "2.5 x pooled run-to-run std within (arm, company)",
+        "mdd_basis": "2.5 x pooled run-to-run std within (arm, company), auto arm excluded",
+        "auto_tiers": auto_trajectory(records),
     }
 
 
@@ -497,6 +570,14 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             "|---|---|",
         ]
         lines += [f"| {ARMS[a]} | {_with_range(q, 3)} |" for a, q in judged.items()]
+    if summary.get("auto_tiers"):
+        lines += _auto_lines(summary["auto_tiers"])
+        lines += [
+            "",
+            "The auto arm's totals include its shadow evaluation (the compound tier run "
+            "beside fine on the switch run) and the gate judge's calls. Policy: aggressive "
+            f"preset, quality_floor {AUTO_POLICY.quality_floor}.",
+        ]
     lines += [
         "",
         "Token and call figures are medians over (company, run) cells; ratios are of medians. "
@@ -507,6 +588,8 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         "![tokens per group](tokens_per_group.png)",
     ]
+    if summary.get("auto_tiers"):
+        lines += ["", "![auto arm over runs](auto_tiers.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -549,6 +632,56 @@ def plot(records: Sequence[dict[str, Any]], arms: Sequence[str], out: Path) -> N
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "tokens_per_group.png", dpi=120)
+    plt.close(fig)
+
+
+_TIER_LEVEL = {"fine": 0, "shadow": 1, "standard": 2, "two_phase": 3, "sequential": 4}
+
+
+def _tier_level(tier: str) -> int:
+    return _TIER_LEVEL["shadow"] if "+shadow" in tier else _TIER_LEVEL.get(tier, 0)
+
+
+def plot_auto(records: Sequence[dict[str, Any]], out: Path) -> None:
+    """auto_tiers.png: the auto arm's input tokens per run beside LG 14-node, and each
+    group's tier over the runs (first company)."""
+    traj = auto_trajectory(records)
+    if not traj:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    company, row = next(iter(traj.items()))
+    runs = row["runs"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(runs, row["input_tokens"], marker="o", label="capsules auto")
+    lg14 = [r["input_tokens"] for r in records if r["arm"] == "lg14" and r["company"] == company]
+    if lg14:
+        top.axhline(_median(lg14), linestyle="--", color="grey", label="LG 14-node (median)")
+    top.set_ylabel("input tokens per run")
+    top.set_title(f"Auto arm over runs ({company})")
+    top.legend()
+    groups = list(row["groups"])
+    grid = [[_tier_level(c["tier"]) for c in row["groups"][g]] for g in groups]
+    bottom.imshow(
+        grid,
+        aspect="auto",
+        cmap="viridis",
+        vmin=0,
+        vmax=4,
+        extent=(runs[0] - 0.5, runs[-1] + 0.5, len(groups) - 0.5, -0.5),
+    )
+    for y, g in enumerate(groups):
+        for x, c in zip(runs, row["groups"][g], strict=True):
+            label = "shadow" if "+shadow" in c["tier"] else c["tier"]
+            bottom.text(x, y, label, ha="center", va="center", fontsize=7, color="white")
+    bottom.set_yticks(range(len(groups)), groups)
+    bottom.set_xlabel("run")
+    bottom.set_xticks(runs)
+    fig.tight_layout()
+    fig.savefig(out / "auto_tiers.png", dpi=120)
     plt.close(fig)
 
 
