@@ -175,3 +175,15 @@ def test_benchmark_uses_the_public_api_only() -> None:
     assert imported <= {"testing"}, imported  # public modules only
     assert "import langgraph_capsules as lc" in src
     assert lc.capsulize is not None
+
+
+def test_oracle_command_agrees_on_a_healthy_and_a_degraded_model(tmp_path: Path) -> None:
+    argv = ["bench", "oracle", "--model", "scripted", "--model", "scripted-degraded"]
+    argv += ["--company", DEV[0], "--runs", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    data = json.loads((tmp_path / "oracle.json").read_text())
+    healthy, degraded = data["reports"]
+    assert {r["oracle"] for r in healthy["rows"]} == {"standard"}
+    assert {r["oracle"] for r in degraded["rows"]} == {"fine"}
+    assert healthy["agreement"] == degraded["agreement"] == 1.0
+    assert "Controller = oracle on 8/8" in (tmp_path / "oracle.md").read_text()

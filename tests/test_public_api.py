@@ -34,6 +34,7 @@ def test_public_names_are_pinned() -> None:
             "LLMJudge",
             "MddReport",
             "Mode",
+            "OracleReport",
             "SchemaComplianceJudge",
             "ScoreBreakdown",
             "Tier",
@@ -43,6 +44,8 @@ def test_public_names_are_pinned() -> None:
             "decide",
             "local",
             "measure_mdd",
+            "oracle",
+            "oracle_ablation",
             "track_usage",
         ]
     )

@@ -127,11 +127,16 @@ class Model:
 def open_model(spec: str, *, progress: Any = None) -> Iterator[Model]:
     """The chat model for ``--model``: ``scripted``, a local registry name or GGUF path,
     an OpenAI-compatible base URL, or ``openai:MODEL`` (uses ``OPENAI_*`` variables)."""
-    if spec == "scripted":
+    if spec in ("scripted", "scripted-degraded"):
         from benchmarks.competitive_intelligence.scripted import scripted_analyst
 
-        scripted = scripted_analyst()
-        yield Model(scripted, "scripted-analyst (ScriptedChatModel)", scripted.reset)
+        if spec == "scripted":
+            scripted = scripted_analyst()
+            label = "scripted-analyst (ScriptedChatModel)"
+        else:  # merged sections keep 30% of their words: a model that cannot merge
+            scripted = scripted_analyst(compress=0.3)
+            label = "scripted-analyst, degraded merges (ScriptedChatModel compress=0.3)"
+        yield Model(scripted, label, scripted.reset)
         return
     if spec.startswith("openai:") or spec.startswith(("http://", "https://")):
         from langchain_openai import ChatOpenAI

@@ -7,7 +7,7 @@ then be answered by one merged LLM call per run.
 
 from __future__ import annotations
 
-from langgraph_capsules import local
+from langgraph_capsules import local, oracle
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
 from langgraph_capsules.controller import ControllerState, Decision, ScoreBreakdown, decide
 from langgraph_capsules.errors import (
@@ -29,6 +29,7 @@ from langgraph_capsules.judges import (
     measure_mdd,
 )
 from langgraph_capsules.model import CapsuleChatModel
+from langgraph_capsules.oracle import OracleReport, oracle_ablation
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import (
     BaseStoreControllerStore,
@@ -64,6 +65,7 @@ __all__ = [
     "LLMJudge",
     "MddReport",
     "Mode",
+    "OracleReport",
     "SchemaComplianceJudge",
     "ScoreBreakdown",
     "SqliteControllerStore",
@@ -74,6 +76,8 @@ __all__ = [
     "decide",
     "local",
     "measure_mdd",
+    "oracle",
+    "oracle_ablation",
     "track_usage",
 ]
 

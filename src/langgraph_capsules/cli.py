@@ -117,9 +117,10 @@ def _add_bench(sub: Any) -> None:
         return
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from benchmarks.competitive_intelligence import runner
+    from benchmarks.competitive_intelligence import oracle, runner
 
     runner.add_cli(bench_sub)
+    oracle.add_cli(bench_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -405,7 +405,9 @@ class GroupRuntime:
         return judgement.score is not None and floor is not None and judgement.score >= floor
 
     # --------------------------------------------------------------- gate node
-    def _judge_args(self, state: Mapping[str, Any]) -> tuple[Judge, str, str, str] | None:
+    def _judge_args(
+        self, state: Mapping[str, Any], config: RunnableConfig
+    ) -> tuple[Judge, str, str, str] | None:
         """What to judge in this run's gate: a compound run against the fine baseline of
         the same task (and, on fine runs, keep the output as that baseline)."""
         if self.judge is None:
@@ -427,26 +429,31 @@ class GroupRuntime:
             self.baselines.put(key, outputs)
             return None
         baseline = self.baselines.get(key)
-        if baseline is None or not self.judge_active:
+        if baseline is None or not (self.judge_active or _record_flag(config)):
             return None
         text = str(staging.get("task_text") or "")
         return self.judge, text, output_text(baseline), output_text(outputs)
 
     def gate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """The gate node: commit staged updates exactly once and record the run."""
-        args = self._judge_args(state) if self._judged(config) else None
+        args = self._judge_args(state, config) if self._judged(config) else None
         judgement = run_judge(*args, config) if args is not None else None
         return self._close(state, config, judgement)
 
     async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """Async twin of :meth:`gate` (a judge runs in a worker thread)."""
-        args = self._judge_args(state) if self._judged(config) else None
+        args = self._judge_args(state, config) if self._judged(config) else None
         judgement = await _in_thread(run_judge, *args, config) if args is not None else None
         return self._close(state, config, judgement)
 
     def _judged(self, config: RunnableConfig) -> bool:
-        # locked modes bypass the controller and the judge
-        return resolve_mode(config, self.plan.name, self.default_mode) in ("auto", "observe")
+        # locked modes bypass the controller and the judge, unless the run asks to be
+        # recorded (``capsules.record``: what calibration and the oracle ablation use)
+        return self._recorded(config)
+
+    def _recorded(self, config: RunnableConfig | None) -> bool:
+        mode = resolve_mode(config, self.plan.name, self.default_mode)
+        return mode in ("auto", "observe") or _record_flag(config)
 
     def _close(
         self, state: Mapping[str, Any], config: RunnableConfig, judgement: Judgement | None
@@ -460,8 +467,7 @@ class GroupRuntime:
         if judgement is not None:
             obs["quality"] = judgement.score
         shadows = [self._shadow_observation(obs, s) for s in staging.get("shadow_runs") or []]
-        mode = resolve_mode(config, self.plan.name, self.default_mode)
-        if self.store is not None and mode in ("auto", "observe"):
+        if self.store is not None and self._recorded(config):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
             for o in (obs, *shadows):
                 self.store.append(o)
@@ -563,6 +569,13 @@ class GroupRuntime:
             if multi:
                 per_member.append(Command(update=multi))
         return ([Command(update=folded)] if folded else []) + per_member
+
+
+def _record_flag(config: RunnableConfig | None) -> bool:
+    """``configurable.capsules.record``: record (and, with a judge, judge) a run of a
+    locked mode too."""
+    caps = ((config or {}).get("configurable") or {}).get("capsules") or {}
+    return isinstance(caps, Mapping) and caps.get("record") is True
 
 
 def _update_of(ret: Any) -> dict[str, Any] | None:

@@ -1,0 +1,119 @@
+"""Oracle ablation: cells recorded per (group, tier), oracle routing, online controller
+replay over the same observations, agreement."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from conftest import DOC
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+
+import langgraph_capsules as lc
+from langgraph_capsules.oracle import oracle_tier, replay_controller
+from langgraph_capsules.testing import ScriptedChatModel
+
+
+def overlap(task: str, reference: str, candidate: str) -> float:
+    ref = set(reference.split())
+    return len(ref & set(candidate.split())) / len(ref) if ref else 0.0
+
+
+class S(TypedDict, total=False):
+    doc: str
+    log: Annotated[list[str], operator.add]
+    a1: str
+    a2: str
+    a3: str
+    b1: str
+    b2: str
+    b3: str
+
+
+def _two_groups() -> StateGraph[Any, Any, Any, Any]:
+    good = lc.CapsuleChatModel(ScriptedChatModel())
+    bad = lc.CapsuleChatModel(ScriptedChatModel(compress=0.2))
+
+    def node(name: str, llm: lc.CapsuleChatModel) -> Any:
+        def run(state: S) -> dict[str, Any]:
+            msgs = [SystemMessage(f"Answer as analyst {name}."), HumanMessage(state["doc"])]
+            return {name: llm.invoke(msgs).content, "log": [name]}
+
+        return run
+
+    b = StateGraph(S)
+    for name in ("a1", "a2", "a3", "b1", "b2", "b3"):
+        b.add_node(name, node(name, good if name.startswith("a") else bad))
+        b.add_edge(START, name)
+        b.add_edge(name, END)
+    return b
+
+
+GROUPS = {"good": ["a1", "a2", "a3"], "bad": ["b1", "b2", "b3"]}
+INPUTS = [{"doc": DOC}, {"doc": DOC + "\n\nSecond task."}]
+
+
+def test_controller_matches_the_oracle_on_a_healthy_and_a_degraded_group() -> None:
+    lines: list[str] = []
+    report = lc.oracle_ablation(
+        _two_groups(),
+        INPUTS,
+        groups=GROUPS,
+        judge=overlap,
+        runs=2,
+        steps=20,
+        label="scripted",
+        progress=lines.append,
+    )
+    assert len(lines) == 2 * len(INPUTS) * 2  # runs x inputs x (fine, standard)
+    cells = {(c.group, c.tier): c for c in report.cells}
+    assert cells[("good", "standard")].quality_mean == 1.0
+    assert cells[("good", "standard")].runs == 4 and cells[("good", "standard")].judged == 4
+    bad = cells[("bad", "standard")]
+    assert bad.quality_mean is not None and bad.quality_mean < 0.75 and not bad.passes
+    assert cells[("good", "standard")].tokens_median < cells[("good", "fine")].tokens_median
+    rows = {r.group: r for r in report.rows}
+    assert (rows["good"].oracle, rows["good"].controller) == ("standard", "standard")
+    assert (rows["bad"].oracle, rows["bad"].controller) == ("fine", "fine")
+    assert report.agreement == 1.0
+    # the controller really tried the bad group: a shadow evaluation that was blocked
+    assert "fine+shadow:standard" in rows["bad"].path
+    assert "standard" not in rows["bad"].path
+    text = str(report)
+    assert "agreement: 2/2 groups" in text and "oracle / controller" in text
+    data = report.to_dict()
+    assert data["agreement"] == 1.0 and len(data["cells"]) == 4
+
+
+def test_oracle_prefers_the_cheapest_passing_tier() -> None:
+    def cell(tier: Any, q: float, tokens: float) -> Any:
+        return lc.oracle.OracleCell("g", tier, 3, q, 0.0, 3, tokens, q >= 0.75)
+
+    assert oracle_tier([cell("fine", 1.0, 1000), cell("standard", 0.9, 600)]) == "standard"
+    assert oracle_tier([cell("fine", 1.0, 1000), cell("standard", 0.7, 600)]) == "fine"
+    # a compound tier that costs more than fine is never the oracle's choice
+    assert oracle_tier([cell("fine", 1.0, 500), cell("standard", 0.9, 600)]) == "fine"
+
+
+def test_replay_needs_a_floor_and_fine_observations() -> None:
+    with pytest.raises(lc.CapsuleConfigError) as err:
+        replay_controller([], {}, lc.ControllerPolicy.aggressive(), n_agents=3, steps=5)
+    assert err.value.code == "bad_policy"
+    with pytest.raises(lc.CapsuleConfigError) as err:
+        replay_controller(
+            [], {}, lc.ControllerPolicy.aggressive(quality_floor=0.7), n_agents=3, steps=5
+        )
+    assert err.value.code == "bad_observation"
+
+
+def test_bad_arguments_are_refused() -> None:
+    for kwargs, code in (
+        ({"inputs": []}, "bad_input"),
+        ({"inputs": INPUTS, "runs": 0}, "bad_input"),
+        ({"inputs": INPUTS, "tiers": ["sequential"]}, "bad_mode"),
+    ):
+        with pytest.raises(lc.CapsuleConfigError) as err:
+            lc.oracle_ablation(_two_groups(), groups=GROUPS, judge=overlap, **kwargs)
+        assert err.value.code == code
