@@ -184,6 +184,7 @@ def test_oracle_command_agrees_on_a_healthy_and_a_degraded_model(tmp_path: Path)
     data = json.loads((tmp_path / "oracle.json").read_text())
     healthy, degraded = data["reports"]
     assert {r["oracle"] for r in healthy["rows"]} == {"standard"}
-    assert {r["oracle"] for r in degraded["rows"]} == {"fine"}
+    # merges fail on the degraded model: the oracle never picks standard there
+    assert "standard" not in {r["oracle"] for r in degraded["rows"]}
     assert healthy["agreement"] == degraded["agreement"] == 1.0
     assert "Controller = oracle on 8/8" in (tmp_path / "oracle.md").read_text()

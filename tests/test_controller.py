@@ -233,7 +233,8 @@ def test_unbuilt_tiers_fall_to_the_nearest_built_and_say_so() -> None:
         "tier auto: the group has tools -> two_phase",
         "two_phase is not built; using the nearest built tier standard",
     )
-    assert nearest_built("two_phase", frozenset({"fine", "standard", "sequential"})) == "standard"
+    # a tie goes toward per-agent dispatch: sequential keeps the agents' tools
+    assert nearest_built("two_phase", frozenset({"fine", "standard", "sequential"})) == "sequential"
     assert nearest_built("two_phase", frozenset({"fine", "sequential"})) == "sequential"
     assert nearest_built("standard", frozenset({"fine"})) == "fine"
 

@@ -33,8 +33,11 @@ class S(TypedDict, total=False):
 
 
 def _two_groups() -> StateGraph[Any, Any, Any, Any]:
-    good = lc.CapsuleChatModel(ScriptedChatModel())
-    bad = lc.CapsuleChatModel(ScriptedChatModel(compress=0.2))
+    # no simulated prefix cache: the cost is plain tokens
+    good = lc.CapsuleChatModel(ScriptedChatModel(cache_min_tokens=10**9))
+    bad = lc.CapsuleChatModel(
+        ScriptedChatModel(compress=0.2, compress_turns=0.2, cache_min_tokens=10**9)
+    )
 
     def node(name: str, llm: lc.CapsuleChatModel) -> Any:
         def run(state: S) -> dict[str, Any]:
@@ -67,7 +70,7 @@ def test_controller_matches_the_oracle_on_a_healthy_and_a_degraded_group() -> No
         label="scripted",
         progress=lines.append,
     )
-    assert len(lines) == 2 * len(INPUTS) * 2  # runs x inputs x (fine, standard)
+    assert len(lines) == 2 * len(INPUTS) * 3  # runs x inputs x (fine, standard, sequential)
     cells = {(c.group, c.tier): c for c in report.cells}
     assert cells[("good", "standard")].quality_mean == 1.0
     assert cells[("good", "standard")].runs == 4 and cells[("good", "standard")].judged == 4
@@ -79,19 +82,22 @@ def test_controller_matches_the_oracle_on_a_healthy_and_a_degraded_group() -> No
     assert (rows["bad"].oracle, rows["bad"].controller) == ("fine", "fine")
     assert report.agreement == 1.0
     # the controller really tried the bad group: a shadow evaluation that was blocked
-    assert "fine+shadow:standard" in rows["bad"].path
+    assert "fine+shadow:standard+shadow:sequential" in rows["bad"].path
     assert "standard" not in rows["bad"].path
     text = str(report)
     assert "agreement: 2/2 groups" in text and "oracle / controller" in text
     data = report.to_dict()
-    assert data["agreement"] == 1.0 and len(data["cells"]) == 4
+    assert data["agreement"] == 1.0 and len(data["cells"]) == 6
 
 
-def test_oracle_prefers_the_cheapest_passing_tier() -> None:
+def test_oracle_prefers_the_lowest_passing_rung() -> None:
     def cell(tier: Any, q: float, tokens: float) -> Any:
         return lc.oracle.OracleCell("g", tier, 3, q, 0.0, 3, tokens, q >= 0.75)
 
     assert oracle_tier([cell("fine", 1.0, 1000), cell("standard", 0.9, 600)]) == "standard"
+    both = [cell("fine", 1.0, 1000), cell("standard", 0.8, 600), cell("sequential", 0.9, 550)]
+    assert oracle_tier(both) == "standard"
+    assert oracle_tier([*both[:1], cell("standard", 0.6, 600), both[2]]) == "sequential"
     assert oracle_tier([cell("fine", 1.0, 1000), cell("standard", 0.7, 600)]) == "fine"
     # a compound tier that costs more than fine is never the oracle's choice
     assert oracle_tier([cell("fine", 1.0, 500), cell("standard", 0.9, 600)]) == "fine"
@@ -112,7 +118,7 @@ def test_bad_arguments_are_refused() -> None:
     for kwargs, code in (
         ({"inputs": []}, "bad_input"),
         ({"inputs": INPUTS, "runs": 0}, "bad_input"),
-        ({"inputs": INPUTS, "tiers": ["sequential"]}, "bad_mode"),
+        ({"inputs": INPUTS, "tiers": ["two_phase"]}, "bad_mode"),
     ):
         with pytest.raises(lc.CapsuleConfigError) as err:
             lc.oracle_ablation(_two_groups(), groups=GROUPS, judge=overlap, **kwargs)

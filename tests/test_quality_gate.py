@@ -70,57 +70,71 @@ def test_healthy_group_passes_the_shadow_gate_switches_and_stays() -> None:
     assert all(o["input_tokens"] < 0.75 * fine_in for o in obs[4:])
 
 
-def test_degraded_group_is_blocked_at_the_shadow_gate_and_stays_fine() -> None:
-    scripted = ScriptedChatModel(compress=0.25)  # merged sections keep a quarter of the words
+def test_group_degraded_on_every_tier_is_blocked_at_the_shadow_gate_and_stays_fine() -> None:
+    # merged sections and sequential calls both keep a quarter of their words
+    scripted = ScriptedChatModel(compress=0.25, compress_turns=0.25)
     capsules = _gated(scripted)
     app = capsules.compile()
     for _ in range(9):
         app.invoke({"doc": DOC})
-    tiers = _tiers(capsules)
-    assert "standard" not in tiers  # never served compound to the user
+    # the shadow gate walks the ladder (standard, then sequential), both fail: blocked,
+    # then 4 fresh fine runs (2 x (1 + 1 revert)) before it tries again
+    walk = ["shadow:standard", "shadow:sequential"]
+    assert _tiers(capsules) == ["fine"] * 3 + walk + ["fine"] * 5 + walk + ["fine"]
     shadows = [o for o in capsules.observations("arm") if o["shadow"]]
-    assert len(shadows) == 2  # blocked, then retried after the grown backoff
     assert all(o["quality"] is not None and o["quality"] < FLOOR for o in shadows)
-    # backoff: 2 fresh fine runs before the first shadow, 4 after the first revert
-    assert (
-        tiers
-        == [
-            "fine",
-            "fine",
-            "fine",
-            "shadow:standard",
-            "fine",
-            "fine",
-            "fine",
-            "fine",
-            "fine",
-            "shadow:standard",
-            "fine",
-        ][: len(tiers)]
-    )
+    assert {o["tier"] for o in capsules.observations("arm") if not o["shadow"]} == {"fine"}
     state = capsules.explain("arm").state
     assert state.mode == "fine" and state.revert_count == 2
 
 
-def test_group_that_degrades_after_switching_reverts_to_fine() -> None:
+def test_group_whose_merges_fail_runs_sequential_and_probes_standard_again() -> None:
+    scripted = ScriptedChatModel(compress=0.25)  # merges degrade; per-agent calls do not
+    capsules = _gated(scripted)
+    app = capsules.compile()
+    for _ in range(13):
+        app.invoke({"doc": DOC})
+    tiers = _tiers(capsules)
+    # shadow walk: standard fails, sequential passes and becomes the tier override
+    walk = ["shadow:standard", "shadow:sequential"]
+    assert tiers[:10] == ["fine"] * 3 + walk + ["sequential"] * 5
+    # after the decay window (5 passing readings) it drops one rung, fails twice, climbs
+    assert tiers[10:] == ["standard", "standard", "sequential", "sequential", "sequential"]
+    obs = capsules.observations("arm")
+    seq = [o["quality"] for o in obs if o["tier"] == "sequential" and not o["shadow"]]
+    assert seq == [1.0] * 8
+    assert capsules.explain("arm").state.tier_override == "sequential"
+    # sequential keeps one call per agent; standard makes one merged call
+    calls = {o["tier"]: o["calls"] for o in obs if not o["shadow"]}
+    assert calls == {"fine": 3, "sequential": 3, "standard": 1}
+
+
+def test_degrading_group_climbs_the_ladder_and_ends_in_fine() -> None:
     scripted = ScriptedChatModel()
     capsules = _gated(scripted)
     app = capsules.compile()
     for _ in range(5):
         app.invoke({"doc": DOC})
-    assert capsules.explain("arm").state.mode == "compound"
-    scripted.compress = 0.2  # the merged answers degrade from now on
-    for _ in range(4):
+    assert capsules.explain("arm").state.tier == "standard"
+    scripted.compress = 0.2  # merged answers degrade: escalate to sequential
+    for _ in range(5):
         app.invoke({"doc": DOC})
-    obs = capsules.observations("arm")
-    compound = [o for o in obs if o["tier"] == "standard" and not o["shadow"]]
-    assert [o["quality"] for o in compound][:2] == [1.0, 1.0]
-    assert all(q is not None and q < FLOOR for q in [o["quality"] for o in compound][2:])
+    assert capsules.explain("arm").state.tier == "sequential"
+    scripted.compress_turns = 0.2  # now per-agent calls degrade too: the top rung fails
+    for _ in range(5):
+        app.invoke({"doc": DOC})
+    head = ["fine"] * 3 + ["shadow:standard"]
+    assert _tiers(capsules) == head + ["standard"] * 5 + ["sequential"] * 5 + ["fine"] * 2
     decision = capsules.explain("arm")
-    # top of the built ladder (standard): a completed failure streak is a hard revert
     assert decision.state.mode == "fine" and decision.state.revert_count == 1
-    assert obs[-1]["tier"] == "fine"  # the run after the revert was fine
+    assert decision.state.tier_override is None
     assert decision.state.required_observations == 4  # backoff: 2 x (1 + 1 revert)
+    # tokens follow the tier
+    by_tier: dict[str, list[int]] = {}
+    for o in capsules.observations("arm"):
+        if not o["shadow"]:
+            by_tier.setdefault(o["tier"], []).append(o["input_tokens"])
+    assert max(by_tier["standard"]) < min(by_tier["fine"])
 
 
 def test_two_groups_in_one_graph_are_gated_apart() -> None:
@@ -133,7 +147,7 @@ def test_two_groups_in_one_graph_are_gated_apart() -> None:
         b2: str
 
     good = lc.CapsuleChatModel(ScriptedChatModel())
-    bad = lc.CapsuleChatModel(ScriptedChatModel(compress=0.2))
+    bad = lc.CapsuleChatModel(ScriptedChatModel(compress=0.2, compress_turns=0.2))
 
     def node(name: str, llm: lc.CapsuleChatModel) -> Any:
         def run(state: S) -> dict[str, Any]:
@@ -158,7 +172,7 @@ def test_two_groups_in_one_graph_are_gated_apart() -> None:
     assert capsules.explain("good").state.mode == "compound"
     assert capsules.explain("bad").state.mode == "fine"
     assert "standard" in _tiers(capsules, "good")
-    assert "standard" not in _tiers(capsules, "bad")
+    assert set(_tiers(capsules, "bad")) == {"fine", "shadow:standard", "shadow:sequential"}
 
 
 def test_compound_run_on_a_new_task_is_unjudged_not_zero() -> None:

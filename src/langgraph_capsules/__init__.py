@@ -8,6 +8,7 @@ then be answered by one merged LLM call per run.
 from __future__ import annotations
 
 from langgraph_capsules import local, oracle
+from langgraph_capsules.calibrate import Calibration, GroupCalibration, calibrate
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
 from langgraph_capsules.controller import ControllerState, Decision, ScoreBreakdown, decide
 from langgraph_capsules.errors import (
@@ -42,6 +43,7 @@ from langgraph_capsules.types import CallRecord, GroupRunRecord, Mode, Tier
 
 __all__ = [
     "BaseStoreControllerStore",
+    "Calibration",
     "CallRecord",
     "CapsuleChatModel",
     "CapsuleConfigError",
@@ -57,6 +59,7 @@ __all__ = [
     "ControllerStore",
     "Decision",
     "FactRecallJudge",
+    "GroupCalibration",
     "GroupPlan",
     "GroupRunRecord",
     "InMemoryControllerStore",
@@ -72,6 +75,7 @@ __all__ = [
     "Tier",
     "UsageReport",
     "as_judge",
+    "calibrate",
     "capsulize",
     "decide",
     "local",

@@ -42,7 +42,9 @@ code                        meaning
 ``bad_store``               a controller store backend is unusable (corrupt, foreign or
                             newer-version file, bad path, namespace or store argument)
 ``store_busy``              the SQLite store's write lock stayed taken past its timeout
-``bad_input``               calibrate() or the oracle ablation got no inputs or bad counts
+``bad_input``               the oracle ablation got no inputs or bad counts
+``bad_calibration``         calibrate() got no capsule graph, no groups, no inputs or bad
+                            options
 ``no_mdd``                  no judgement produced a score, so no MDD can be computed
 ``plan_mismatch``           a thread was written by another plan or by the original graph
 ``local_model``             the embedded local model could not be installed, found or served

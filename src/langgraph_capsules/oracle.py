@@ -5,12 +5,18 @@ times on each input: a fine run, then each compound tier on the same input, ever
 recorded and each compound run judged against that input's fine output. From the cells
 it derives
 
-* the **oracle routing** per group: the cheapest tier (median total tokens per run)
-  whose mean judged quality reaches the floor, else ``fine``;
+* the **oracle routing** per group: the cheapest tier whose mean judged quality reaches
+  the floor, else ``fine``. "Cheapest" follows the ladder (standard, two_phase,
+  sequential: the order of cost the paper measured), and a tier whose measured cost
+  is not below fine's is never chosen. The measured cost is the median per run of
+  input + output tokens with cached input counted at :data:`CACHED_INPUT_WEIGHT`
+  (providers bill prompt-cache reads at a tenth of the input price or less);
 * the **controller routing** per group: :func:`~langgraph_capsules.decide` driven online
   over the very same observations (a fine run when it asks for fine, the recorded shadow
   readings when it asks for a shadow evaluation, recorded compound runs, cycled, when it
-  asks for a tier) for ``steps`` runs; its routing is the tier it runs at the end;
+  asks for a tier) for ``steps`` runs; its routing is the tier it ran most often over
+  the second half of the replay (the ladder may keep probing a cheaper rung, so the
+  steady state is a majority, not the last run);
 
 and reports agreement per group. The paper claims the controller matched the oracle on
 every measured (model, group, mode) cell (capsules-spec 7.3).
@@ -26,18 +32,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
+from langgraph_capsules.compiler.runtime import BUILT_TIERS
 from langgraph_capsules.controller import decide
+from langgraph_capsules.controller.tiers import tier_rank
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import InMemoryControllerStore
 from langgraph_capsules.types import COMPOUND_TIERS, Observation, Tier
 
-__all__ = ["OracleCell", "OracleReport", "OracleRow", "oracle_ablation", "replay_controller"]
+CACHED_INPUT_WEIGHT = 0.1
+"""Cost of a cached input token relative to an uncached one in the oracle's cost."""
 
-BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
-"""The tiers that have a strategy today (the ladder's later rungs are not built yet)."""
+__all__ = [
+    "CACHED_INPUT_WEIGHT",
+    "OracleCell",
+    "OracleReport",
+    "OracleRow",
+    "oracle_ablation",
+    "replay_controller",
+]
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,8 @@ class OracleCell:
     judged: int
     """Runs with a score (a failed judgement is no score)."""
     tokens_median: float
-    """Median input + output tokens per run of the group."""
+    """Median cost per run of the group: input + output tokens, cached input tokens
+    weighted by :data:`CACHED_INPUT_WEIGHT`."""
     passes: bool
     """``quality_mean >= floor``."""
 
@@ -128,7 +145,10 @@ class OracleReport:
 
 
 def _cell(group: str, tier: Tier, obs: Sequence[Observation], floor: float) -> OracleCell:
-    tokens = [float(o["input_tokens"] + o["output_tokens"]) for o in obs]
+    tokens = [
+        o["input_tokens"] - (1 - CACHED_INPUT_WEIGHT) * o["cached_tokens"] + o["output_tokens"]
+        for o in obs
+    ]
     if tier == "fine":
         scores = [1.0] * len(obs)  # the reference every compound run is judged against
     else:
@@ -148,12 +168,13 @@ def _cell(group: str, tier: Tier, obs: Sequence[Observation], floor: float) -> O
 
 
 def oracle_tier(cells: Sequence[OracleCell]) -> Tier:
-    """The cheapest tier that passes the floor, else ``fine``."""
+    """The lowest rung of the ladder that passes the floor and costs less than fine,
+    else ``fine``."""
     passing = [c for c in cells if c.tier != "fine" and c.passes]
     fine = next((c for c in cells if c.tier == "fine"), None)
     if not passing:
         return "fine"
-    best = min(passing, key=lambda c: c.tokens_median)
+    best = min(passing, key=lambda c: tier_rank(c.tier))
     if fine is not None and fine.tokens_median <= best.tokens_median:
         return "fine"
     return best.tier
@@ -177,7 +198,8 @@ def replay_controller(
     Recordings are cycled in order.
 
     Returns:
-        The tier of the run after the last step, what ran at each step, and the final
+        The controller's routing (the tier it ran most often over the second half of
+        the steps, ties to the cheaper rung), what ran at each step, and the final
         decision's reasons.
 
     Raises:
@@ -200,7 +222,7 @@ def replay_controller(
     def take(tier: str, source: Sequence[Observation], run_id: str, shadow: bool) -> Observation:
         i = used.get(tier, 0)
         used[tier] = i + 1
-        obs: Observation = {**source[i % len(source)]}  # type: ignore[typeddict-item]
+        obs: Observation = {**source[i % len(source)]}
         obs["run_id"] = run_id
         obs["shadow"] = shadow
         history.append(obs)
@@ -219,7 +241,7 @@ def replay_controller(
                 if not recorded:
                     break
                 obs = take(tier, recorded, run_id, True)
-                label = f"fine+shadow:{tier}"
+                label += f"+shadow:{tier}"
                 q = obs.get("quality")
                 if q is not None and q >= floor:
                     break
@@ -237,7 +259,10 @@ def replay_controller(
     final = decide(
         history, policy, mode="auto", n_agents=n_agents, built_tiers=built, judge_active=True
     )
-    return final.tier, tuple(path), final.reasons
+    late = [p.split("+", 1)[0] for p in path[len(path) // 2 :]]
+    ranks = {t: i for i, t in enumerate(("standard", "two_phase", "sequential", "fine"))}
+    routing = max(sorted(set(late), key=lambda t: ranks[t]), key=late.count)
+    return routing, tuple(path), final.reasons  # type: ignore[return-value]
 
 
 def oracle_ablation(
@@ -303,7 +328,9 @@ def oracle_ablation(
     for rep in range(1, runs + 1):
         for i, task in enumerate(inputs, 1):
             for tier in ("fine", *compound_tiers):
-                config = {"configurable": {"capsules": {"mode": tier, "record": True}}}
+                config: RunnableConfig = {
+                    "configurable": {"capsules": {"mode": tier, "record": True}}
+                }
                 app.invoke(task, config)
                 if progress is not None:
                     progress(f"run {rep}/{runs}, input {i}/{len(inputs)}, {tier}")

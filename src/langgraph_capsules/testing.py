@@ -21,6 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_capsules.prompts import estimate_tokens, message_text
+from langgraph_capsules.strategies.sequential import parse_sequential_turn
 from langgraph_capsules.strategies.standard import parse_merged_prompt
 
 __all__ = ["ScriptedCall", "ScriptedChatModel", "ScriptedError"]
@@ -47,6 +48,13 @@ class ScriptedCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _compress(text: str, share: float | None) -> str:
+    if share is None:
+        return text
+    words = text.split()
+    return " ".join(words[: max(1, int(len(words) * share))])
+
+
 def _norm_units(text: str) -> list[str]:
     return sorted({" ".join(p.split()) for p in re.split(r"\n[ \t]*\n|\n", text) if p.strip()})
 
@@ -60,7 +68,9 @@ class ScriptedChatModel(BaseChatModel):
       filler words. The digest covers the *set* of the prompt's lines, so a task
       answered inside a merged prompt gets exactly the answer it gets alone.
     * **Merged prompts** (built by the standard tier) are answered section by section
-      with the same rule applied to each task's own text plus the shared context.
+      with the same rule applied to each task's own text plus the shared context; a
+      call of the sequential tier is answered from its current task plus the shared
+      context, so both give the answer the call gets alone.
     * **Usage.** ``input_tokens`` = the estimate of
       :func:`langgraph_capsules.prompts.estimate_tokens` (words + punctuation) over all
       messages plus 4 per message; ``output_tokens`` the same estimate of the reply.
@@ -68,7 +78,8 @@ class ScriptedChatModel(BaseChatModel):
       of the last 8 prompts, when it reaches ``cache_min_tokens``.
     * **Knobs** for failure modes: ``drop_sections`` / ``garble_sections`` /
       ``empty_sections`` (1-based task numbers, merged replies only), ``compress``
-      (keep only this share of each merged section's words), ``latency`` (seconds per
+      (keep only this share of each merged section's words), ``compress_turns`` (the
+      same for calls of the sequential tier), ``latency`` (seconds per
       call), ``fail_calls`` (0-based call numbers that raise :class:`ScriptedError`),
       ``fail_merged`` (every merged call raises), ``honor_max_tokens`` (truncate replies).
 
@@ -88,6 +99,7 @@ class ScriptedChatModel(BaseChatModel):
     garble_sections: frozenset[int] = frozenset()
     empty_sections: frozenset[int] = frozenset()
     compress: float | None = None
+    compress_turns: float | None = None
     latency: float = 0.0
     fail_calls: frozenset[int] = frozenset()
     fail_merged: bool = False
@@ -148,9 +160,7 @@ class ScriptedChatModel(BaseChatModel):
             if i in self.drop_sections:
                 continue
             body = self.answer_for(f"{task}\n\n{shared}" if shared else task)
-            if self.compress is not None:
-                words = body.split()
-                body = " ".join(words[: max(1, int(len(words) * self.compress))])
+            body = _compress(body, self.compress)
             if i in self.empty_sections:
                 body = ""
             marker = f"### SECTION {i} {nonce}"
@@ -199,8 +209,12 @@ class ScriptedChatModel(BaseChatModel):
         parsed = parse_merged_prompt(messages)
         if index in self.fail_calls or (parsed is not None and self.fail_merged):
             raise ScriptedError(f"scripted failure on call {index}")
+        turn = parse_sequential_turn(messages) if parsed is None else None
         if parsed is not None:
             text = self._merged_reply(parsed.nonce, parsed.shared, parsed.tasks)
+        elif turn is not None:  # a per-agent call of the sequential tier: answered as alone
+            text = self.answer_for(f"{turn.task}\n\n{turn.shared}" if turn.shared else turn.task)
+            text = _compress(text, self.compress_turns)
         else:
             text = self.answer_for("\n\n".join(message_text(m) or "" for m in messages))
         limit = kwargs.get("max_tokens")

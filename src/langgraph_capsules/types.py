@@ -21,24 +21,32 @@ Tier = Literal["fine", "standard", "two_phase", "sequential"]
 
 * ``fine``: every member runs as its own node, one LLM call each (the original app).
 * ``standard``: one merged LLM call answers every member's call.
-* ``two_phase`` / ``sequential``: later tiers of the escalation ladder (not built yet;
-  requesting them raises ``bad_mode``).
+* ``two_phase``: tool-using agents gather with their tools first, then one merged call
+  without tools (declared agents only; captured plain nodes run it as sequential).
+* ``sequential``: one call per member in a shared, cache-aligned conversation.
 """
 
-Mode = Literal["auto", "observe", "fine", "compound", "standard"]
+Mode = Literal["auto", "observe", "fine", "compound", "standard", "two_phase", "sequential"]
 """Controller mode of a capsule graph or of one run.
 
-* ``auto``: the controller picks the tier per group (until the controller lands this
-  means ``fine``).
+* ``auto``: the controller picks the tier per group, run by run.
 * ``observe``: run fine and only record.
 * ``fine`` / ``compound``: locked; ``compound`` means the cheapest built compound
   tier (``standard``).
-* ``standard``: lock one compound tier explicitly.
+* ``standard`` / ``two_phase`` / ``sequential``: lock one compound tier explicitly.
 """
 
 TIERS: tuple[Tier, ...] = ("fine", "standard", "two_phase", "sequential")
 COMPOUND_TIERS: tuple[Tier, ...] = ("standard", "two_phase", "sequential")
-MODES: tuple[str, ...] = ("auto", "observe", "fine", "compound", "standard")
+MODES: tuple[str, ...] = (
+    "auto",
+    "observe",
+    "fine",
+    "compound",
+    "standard",
+    "two_phase",
+    "sequential",
+)
 
 
 class CallRecord(TypedDict):

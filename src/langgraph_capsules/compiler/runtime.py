@@ -61,6 +61,8 @@ from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
+from langgraph_capsules.strategies.guidance import guidance_hint
+from langgraph_capsules.strategies.sequential import SequentialPlan, build_sequential
 from langgraph_capsules.strategies.standard import (
     DEFAULT_SECTION_WORDS,
     build_merged_prompt,
@@ -68,7 +70,6 @@ from langgraph_capsules.strategies.standard import (
 )
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import (
-    COMPOUND_TIERS,
     MODES,
     CallRecord,
     GroupRunRecord,
@@ -77,9 +78,10 @@ from langgraph_capsules.types import (
     Tier,
 )
 
-__all__ = ["GroupRuntime", "private_reducer", "resolve_mode", "tier_for_mode"]
+__all__ = ["BUILT_TIERS", "GroupRuntime", "private_reducer", "resolve_mode", "tier_for_mode"]
 
-_BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard")
+BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard", "sequential")
+"""Tiers with a strategy for captured plain nodes (``two_phase`` runs as sequential)."""
 WORDS_PER_TOKEN = 0.6
 """Words of English prose per token budgeted in the structural hint (conservative)."""
 MERGED_BUDGET_HEADROOM = 1.5
@@ -136,13 +138,10 @@ def tier_for_mode(mode: str, group: str | None = None) -> Tier:
         return "fine"  # without a controller consulted, auto runs fine
     if mode in ("compound", "standard"):
         return "standard"
-    if mode in COMPOUND_TIERS:
-        raise CapsuleConfigError(
-            f"tier {mode!r} is not built yet; built tiers: {list(_BUILT_TIERS)}. "
-            "Use mode='compound' (standard) or 'fine'",
-            code="bad_mode",
-            group=group,
-        )
+    if mode in ("sequential", "two_phase"):
+        # two_phase needs declared agents with tools; for captured plain nodes it runs
+        # as sequential (the plan says so)
+        return "sequential"
     raise CapsuleConfigError(
         f"unknown capsule mode {mode!r}; use one of {list(MODES)}",
         code="bad_mode",
@@ -226,11 +225,16 @@ class GroupRuntime:
             self.policy,
             mode="auto",
             n_agents=len(self.plan.members),
-            built_tiers=frozenset(_BUILT_TIERS),
+            built_tiers=frozenset(BUILT_TIERS),
             judge_active=self.judge_active,
         )
         self._last_decision = (len(history), decision)
         return decision
+
+    def guidance(self) -> str | None:
+        """The output-guidance hint for the group's per-agent calls (spec 3.5)."""
+        state = self.decide().state
+        return guidance_hint(self.policy, state.fine_output_per_agent, state.fine_runs)
 
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
         """Router on each predecessor: members (fine) or the capsule node (compound or a
@@ -779,7 +783,89 @@ class _CapsuleRun:
                 out.append((bucket, *prepared, cfg))
         return out
 
+    # ------------------------------------------------ the sequential calls
+    def _sequential(self) -> list[tuple[list[str], SequentialPlan, Any]]:
+        """Per bucket: members, the conversation and the model (sequential tier)."""
+        out = []
+        hint = self.rt.guidance()
+        context = self.rt.policy.sequential_context_strategy
+        for bucket in self._buckets():
+            parked = [self.slots[m].parked.result() for m in bucket]
+            plan = build_sequential(
+                bucket, [p.messages for p in parked], context=context, hint=hint
+            )
+            if plan is None:
+                for m in bucket:
+                    self.slots[m].answer.set_result(PASS_THROUGH)
+                continue
+            self.merge_stats = {
+                "payload_tokens": plan.payload_tokens,
+                "coordination_tokens": plan.coordination_tokens,
+            }
+            out.append((bucket, plan, parked[0].model))
+        return out
+
+    def _turn_config(self, member: str) -> RunnableConfig:
+        md: dict[str, Any] = {
+            "capsule_group": self.rt.plan.name,
+            "capsule_member": member,
+            "capsule_tier": self.tier,
+            "langgraph_node": member,
+        }
+        if self.shadow:
+            md[SHADOW_METADATA_KEY] = True
+        return merge_configs(
+            self.config,
+            {
+                "metadata": md,
+                "tags": ["capsule:sequential", TAG_NOSTREAM],
+                "callbacks": [self.tracker],
+                "run_name": f"{self.rt.plan.capsule_node}:{member}",
+            },
+        )
+
+    def _turn_kwargs(self, member: str) -> dict[str, Any]:
+        parked = self.slots[member].parked.result()
+        return {k: v for k, v in parked.kwargs.items() if v is not None}
+
+    def _turn_done(self, member: str, reply: Any, answers: list[str | None]) -> None:
+        if isinstance(reply, BaseException):
+            self.problems[member] = f"sequential call failed: {type(reply).__name__}: {reply}"
+            self.slots[member].answer.set_exception(MergeAbort(self.problems[member]))
+            answers.append(None)
+            return
+        text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        self.slots[member].answer.set_result(text)  # the member goes on at once
+        answers.append(text)
+
+    def _answer_sequential_sync(self) -> None:
+        for bucket, plan, model in self._sequential():
+            answers: list[str | None] = []
+            for k, m in enumerate(bucket):
+                try:
+                    reply: Any = model.inner.invoke(
+                        plan.messages(k, answers), self._turn_config(m), **self._turn_kwargs(m)
+                    )
+                except Exception as e:
+                    reply = e
+                self._turn_done(m, reply, answers)
+
+    async def _answer_sequential_async(self) -> None:
+        for bucket, plan, model in self._sequential():
+            answers: list[str | None] = []
+            for k, m in enumerate(bucket):
+                try:
+                    reply: Any = await model.inner.ainvoke(
+                        plan.messages(k, answers), self._turn_config(m), **self._turn_kwargs(m)
+                    )
+                except Exception as e:
+                    reply = e
+                self._turn_done(m, reply, answers)
+
     def _answer_sync(self) -> None:
+        if self.tier == "sequential":
+            self._answer_sequential_sync()
+            return
         replies = []
         for bucket, prompt, model, kwargs, cfg in self._prepared():
             try:
@@ -790,6 +876,9 @@ class _CapsuleRun:
         self._distribute(replies)
 
     async def _answer_async(self) -> None:
+        if self.tier == "sequential":
+            await self._answer_sequential_async()
+            return
         replies = []
         for bucket, prompt, model, kwargs, cfg in self._prepared():
             try:

@@ -45,7 +45,7 @@ from langgraph_capsules.controller.state import ControllerState
 from langgraph_capsules.controller.tiers import DEFAULT_BUILT_TIERS, nearest_built
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.policy import ControllerPolicy
-from langgraph_capsules.types import MODES, Observation, Tier
+from langgraph_capsules.types import COMPOUND_TIERS, MODES, Observation, Tier
 
 __all__ = ["Decision", "controller_state", "decide"]
 
@@ -206,7 +206,7 @@ def decide(
             state=state,
             reasons=("mode fine is locked: run fine; the controller and the judge are bypassed",),
         )
-    if mode in ("compound", "standard"):
+    if mode == "compound" or mode in COMPOUND_TIERS:
         return _locked_compound(mode, ctx, state)
     plan = auto_plan(work, ctx)
     if mode == "observe":
@@ -249,12 +249,13 @@ def _locked_compound(mode: str, ctx: Context, state: ControllerState) -> Decisio
                 f"{ctx.n_agents} agent fine",
             ),
         )
-    tier = nearest_built("standard", ctx.built)
+    wanted: Tier = "standard" if mode == "compound" else mode  # type: ignore[assignment]
+    tier = nearest_built(wanted, ctx.built)
     reasons = [f"mode {mode} is locked: run {tier}; the controller and the judge are bypassed"]
     if tier == "fine":
         reasons = [f"mode {mode} is locked, but no compound tier is built: run fine"]
-    elif tier != "standard":
-        reasons.append(f"standard is not built; using the nearest built tier {tier}")
+    elif tier != wanted:
+        reasons.append(f"{wanted} is not built; using the nearest built tier {tier}")
     return Decision(
         tier=tier, shadow=False, shadow_tiers=(), mode=mode, state=state, reasons=tuple(reasons)
     )

@@ -98,8 +98,9 @@ def _built_compound(built: frozenset[Tier]) -> list[Tier]:
 def nearest_built(tier: Tier, built: frozenset[Tier]) -> Tier:
     """The built compound tier closest to ``tier`` on the ladder.
 
-    A tie goes to the lower (cheaper) tier [ours]: the gate walks upward from there when
-    the policy tier is ``auto``, and escalation climbs on low quality.
+    A tie goes to the higher tier, toward per-agent dispatch [ours]: an unbuilt
+    ``two_phase`` (wanted for tool-using agents) runs as ``sequential``, which keeps each
+    agent's own call and tools, never as ``standard``, which would drop the tools.
 
     Args:
         tier: The wanted compound tier.
@@ -118,7 +119,7 @@ def nearest_built(tier: Tier, built: frozenset[Tier]) -> Tier:
     if not candidates:
         return "fine"
     rank = tier_rank(tier)
-    return min(candidates, key=lambda t: (abs(tier_rank(t) - rank), tier_rank(t)))
+    return min(candidates, key=lambda t: (abs(tier_rank(t) - rank), -tier_rank(t)))
 
 
 def next_higher(tier: Tier, built: frozenset[Tier]) -> Tier | None:
