@@ -41,6 +41,7 @@ def test_public_names_are_pinned() -> None:
             "ScoreBreakdown",
             "Tier",
             "UsageReport",
+            "agent",
             "as_judge",
             "calibrate",
             "capsulize",

@@ -8,6 +8,7 @@ then be answered by one merged LLM call per run.
 from __future__ import annotations
 
 from langgraph_capsules import local, oracle
+from langgraph_capsules.agents import agent
 from langgraph_capsules.calibrate import Calibration, GroupCalibration, calibrate
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
 from langgraph_capsules.controller import ControllerState, Decision, ScoreBreakdown, decide
@@ -74,6 +75,7 @@ __all__ = [
     "SqliteControllerStore",
     "Tier",
     "UsageReport",
+    "agent",
     "as_judge",
     "calibrate",
     "capsulize",

@@ -30,6 +30,8 @@ code                        meaning
 ``bad_group_name``          a group name is empty, reserved or clashes with a node/channel
 ``bad_mode``                an unknown controller mode or tier was requested
 ``bad_policy``              a ControllerPolicy field is out of range or inconsistent
+``bad_agent``               lc.agent() got empty instructions/reads/writes, overlapping
+                            reads and writes, or writes that do not fit its schema
 ``bad_judge``               an object that is not a judge was given as a judge
 ``bad_judge_result``        a judge returned something that is not a score
 ``bad_judge_model``         LLMJudge was given something that is not a chat model

@@ -188,6 +188,7 @@ def replay_controller(
     n_agents: int,
     steps: int,
     built_tiers: Sequence[Tier] = BUILT_TIERS,
+    has_tools: bool = False,
 ) -> tuple[Tier, tuple[str, ...], tuple[str, ...]]:
     """Drive the controller online over recorded observations.
 
@@ -230,7 +231,13 @@ def replay_controller(
 
     for step in range(steps):
         d = decide(
-            history, policy, mode="auto", n_agents=n_agents, built_tiers=built, judge_active=True
+            history,
+            policy,
+            mode="auto",
+            n_agents=n_agents,
+            has_tools=has_tools,
+            built_tiers=built,
+            judge_active=True,
         )
         run_id = f"oracle-{step}"
         if d.tier == "fine":
@@ -257,7 +264,13 @@ def replay_controller(
             take(d.tier, recorded, run_id, False)
             path.append(d.tier)
     final = decide(
-        history, policy, mode="auto", n_agents=n_agents, built_tiers=built, judge_active=True
+        history,
+        policy,
+        mode="auto",
+        n_agents=n_agents,
+        has_tools=has_tools,
+        built_tiers=built,
+        judge_active=True,
     )
     late = [p.split("+", 1)[0] for p in path[len(path) // 2 :]]
     ranks = {t: i for i, t in enumerate(("standard", "two_phase", "sequential", "fine"))}
@@ -311,19 +324,21 @@ def oracle_ablation(
         raise CapsuleConfigError("oracle_ablation needs at least one input", code="bad_input")
     if runs < 1 or steps < 1:
         raise CapsuleConfigError("runs and steps must be >= 1", code="bad_input")
-    compound_tiers = tuple(tiers) if tiers is not None else BUILT_TIERS[1:]
-    for t in compound_tiers:
-        if t not in COMPOUND_TIERS or t not in BUILT_TIERS:
-            raise CapsuleConfigError(
-                f"tier {t!r} cannot be recorded; built compound tiers: {list(BUILT_TIERS[1:])}",
-                code="bad_mode",
-            )
     base = ControllerPolicy.coerce(policy if policy is not None else "aggressive")
     if floor is None:
         floor = base.quality_floor if base.quality_floor is not None else 0.75
     replayed = base.replace(quality_floor=floor)
     store = InMemoryControllerStore()
     capsules = capsulize(builder, groups=groups, judge=judge, store=store, mode="fine")
+    built = {g: rt.built_tiers for g, rt in capsules.runtimes.items()}
+    every = sorted({t for b in built.values() for t in b if t != "fine"}, key=tier_rank)
+    compound_tiers = tuple(tiers) if tiers is not None else tuple(every)
+    for t in compound_tiers:
+        if t not in COMPOUND_TIERS or t not in every:
+            raise CapsuleConfigError(
+                f"tier {t!r} cannot be recorded; built compound tiers: {every}",
+                code="bad_mode",
+            )
     app = capsules.compile()
     for rep in range(1, runs + 1):
         for i, task in enumerate(inputs, 1):
@@ -338,15 +353,18 @@ def oracle_ablation(
     rows: list[OracleRow] = []
     for g in capsules.plan.groups:
         history = store.history(capsules.plan.plan_id, g.name)
-        by_tier = {t: [o for o in history if o["tier"] == t] for t in ("fine", *compound_tiers)}
-        own = [_cell(g.name, t, by_tier[t], floor) for t in ("fine", *compound_tiers)]
+        own_tiers = [t for t in compound_tiers if t in built[g.name]]
+        by_tier = {t: [o for o in history if o["tier"] == t] for t in ("fine", *own_tiers)}
+        own = [_cell(g.name, t, by_tier[t], floor) for t in ("fine", *own_tiers)]
         cells += own
         final, path, reasons = replay_controller(
             by_tier["fine"],
-            {t: by_tier[t] for t in compound_tiers},
+            {t: by_tier[t] for t in own_tiers},
             replayed,
             n_agents=len(g.members),
             steps=steps,
+            built_tiers=tuple(sorted(built[g.name], key=tier_rank)),
+            has_tools=capsules.runtimes[g.name].has_tools,
         )
         rows.append(OracleRow(g.name, oracle_tier(own), final, path, reasons))
     meta = {"runs": runs, "inputs": len(inputs), "steps": steps, "policy": repr(replayed)}

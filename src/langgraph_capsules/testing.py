@@ -10,7 +10,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,8 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_capsules.prompts import estimate_tokens, message_text
@@ -105,6 +107,9 @@ class ScriptedChatModel(BaseChatModel):
     fail_merged: bool = False
     cache_min_tokens: int = 32
     honor_max_tokens: bool = True
+    tool_calls_for: Callable[[list[BaseMessage]], list[dict[str, Any]] | None] | None = None
+    """With tools bound: the tool calls to emit for these messages (``None`` or ``[]``:
+    answer in text). Each call is ``{"name": ..., "args": {...}}``; ids are added."""
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _calls: list[ScriptedCall] = PrivateAttr(default_factory=list)
@@ -119,6 +124,10 @@ class ScriptedChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, AIMessage]:
+        """Bind tools (OpenAI format); the model emits ``tool_calls_for(messages)``."""
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     @property
     def calls(self) -> list[ScriptedCall]:
@@ -210,7 +219,12 @@ class ScriptedChatModel(BaseChatModel):
         if index in self.fail_calls or (parsed is not None and self.fail_merged):
             raise ScriptedError(f"scripted failure on call {index}")
         turn = parse_sequential_turn(messages) if parsed is None else None
-        if parsed is not None:
+        tool_calls = None
+        if kwargs.get("tools") and self.tool_calls_for is not None:
+            tool_calls = self.tool_calls_for(list(messages))
+        if tool_calls:
+            text = ""
+        elif parsed is not None:
             text = self._merged_reply(parsed.nonce, parsed.shared, parsed.tasks)
         elif turn is not None:  # a per-agent call of the sequential tier: answered as alone
             text = self.answer_for(f"{turn.task}\n\n{turn.shared}" if turn.shared else turn.task)
@@ -239,5 +253,9 @@ class ScriptedChatModel(BaseChatModel):
             content=text,
             usage_metadata=usage,
             response_metadata={"model_name": self.model_name},
+            tool_calls=[
+                {"name": c["name"], "args": dict(c.get("args") or {}), "id": f"call_{index}_{i}"}
+                for i, c in enumerate(tool_calls or [])
+            ],
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])

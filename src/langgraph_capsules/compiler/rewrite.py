@@ -27,7 +27,8 @@ from typing import Annotated, Any, TypedDict, get_type_hints
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
-from langgraph_capsules._compat import END, RunnableCallable, clone_builder
+from langgraph_capsules._compat import END, RunnableCallable, clone_builder, node_runnable
+from langgraph_capsules.agents import SHARED_READS_KEY, agent_spec
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
 from langgraph_capsules.judges import Judge
@@ -94,8 +95,17 @@ def rewrite(
             capsule_fields.update(_hints(specs[m].input_schema, input_keys[m]))
         capsule_fields[g.channel] = private_t
         capsule_schema = _typeddict(f"CapsuleInput_{g.name}", capsule_fields)
+        agents = {m: agent_spec(node_runnable(specs[m])) for m in g.members}
+        declared = [a for a in agents.values() if a is not None]
+        member_metadata: dict[str, dict[str, Any]] = {}
+        if len(declared) >= 2:  # the keys every declared member reads: the shared prefix
+            shared = sorted(set.intersection(*(set(a.reads) for a in declared)))
+            member_metadata = {
+                m: {SHARED_READS_KEY: shared} for m, a in agents.items() if a is not None
+            }
         rt = GroupRuntime(
             plan=g,
+            member_metadata=member_metadata,
             specs=specs,
             input_keys=input_keys,
             channels=source.channels,
@@ -123,6 +133,7 @@ def rewrite(
         for m in g.members:  # attribution for every call a member makes, at no run-time cost
             member_meta = {**(n.nodes[m].metadata or {}), "capsule_group": g.name}
             member_meta["capsule_member"] = m
+            member_meta.update(rt.member_metadata.get(m, {}))
             n.nodes[m] = dataclasses.replace(n.nodes[m], metadata=member_meta)
         n.add_node(
             g.capsule_node,

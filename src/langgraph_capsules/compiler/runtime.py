@@ -46,6 +46,7 @@ from langgraph_capsules._compat import (
     node_runnable,
 )
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
+from langgraph_capsules.agents import GUIDANCE_KEY, agent_spec
 from langgraph_capsules.compiler.judging import (
     Baselines,
     Judgement,
@@ -184,11 +185,23 @@ class GroupRuntime:
     """The quality-gate judge; the gate is active with a judge and ``policy.quality_floor``."""
     baselines: Baselines = field(default_factory=Baselines)
     """Fine outputs per task, the references compound runs are judged against."""
+    member_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Extra run metadata per member (declared agents: the group's shared reads)."""
+    has_tools: bool = False
+    """Some member is a declared agent with tools (set from the specs)."""
+    built_tiers: frozenset[Tier] = frozenset(BUILT_TIERS)
+    """Tiers this group can run (set from the specs)."""
     _members_sorted: list[str] = field(default_factory=list)
     _last_decision: tuple[int, Decision] | None = None
 
     def __post_init__(self) -> None:
         self._members_sorted = sorted(self.plan.members)
+        agents = [agent_spec(node_runnable(self.specs[m])) for m in self.plan.members]
+        self.has_tools = any(a is not None and a.tools for a in agents)
+        # two_phase needs declared agents with tools; otherwise it runs as sequential
+        self.built_tiers: frozenset[Tier] = frozenset(
+            (*BUILT_TIERS, "two_phase") if self.has_tools else BUILT_TIERS
+        )
 
     @property
     def judge_active(self) -> bool:
@@ -203,6 +216,8 @@ class GroupRuntime:
         the group's observation history (a pure function of it, so every worker sharing
         the store decides alike)."""
         mode = resolve_mode(config, self.plan.name, self.default_mode)
+        if mode == "two_phase" and "two_phase" in self.built_tiers:
+            return "two_phase", ()
         if mode != "auto" or self.store is None:
             return tier_for_mode(mode, self.plan.name), ()
         decision = self.decide()
@@ -225,7 +240,8 @@ class GroupRuntime:
             self.policy,
             mode="auto",
             n_agents=len(self.plan.members),
-            built_tiers=frozenset(BUILT_TIERS),
+            has_tools=self.has_tools,
+            built_tiers=self.built_tiers,
             judge_active=self.judge_active,
         )
         self._last_decision = (len(history), decision)
@@ -267,14 +283,22 @@ class GroupRuntime:
                     private["outputs"] = {member: update}
             return Command(update={channel: private})
 
+        declared = member in self.member_metadata
+
+        def guided(config: RunnableConfig) -> RunnableConfig:
+            hint = self.guidance() if declared else None
+            if hint is None:
+                return config
+            return merge_configs(config, {"metadata": {GUIDANCE_KEY: hint}})
+
         def run(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = runnable.invoke(input, _with_handler(config, tracker))
+            ret = runnable.invoke(input, _with_handler(guided(config), tracker))
             return [ret, report(input, ret, tracker)]
 
         async def arun(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = await runnable.ainvoke(input, _with_handler(config, tracker))
+            ret = await runnable.ainvoke(input, _with_handler(guided(config), tracker))
             return [ret, report(input, ret, tracker)]
 
         return run, arun
@@ -294,12 +318,16 @@ class GroupRuntime:
         shadow: bool = False,
     ) -> RunnableConfig:
         md = dict(self.specs[member].metadata or {})
+        md.update(self.member_metadata.get(member, {}))
         md.update(
             langgraph_node=member,
             capsule_group=self.plan.name,
             capsule_member=member,
             capsule_tier=tier,
         )
+        hint = self.guidance() if tier == "fine" and member in self.member_metadata else None
+        if hint is not None:
+            md[GUIDANCE_KEY] = hint
         own: RunnableConfig = {"metadata": md, "callbacks": [tracker]}
         if shadow:
             md[SHADOW_METADATA_KEY] = True

@@ -1,0 +1,337 @@
+"""Declared agents: :func:`agent` builds an ordinary LangGraph node from what an agent
+reads, writes and is told to do.
+
+A declared agent's prompt is built from its declared ``reads`` only, so it never sees a
+state key it did not ask for (siblings never see each other's outputs unless they say
+so). The prompt is cache-aligned (capsules-spec 3.8)::
+
+    system:  CONTEXT: the shared inputs, one labelled block per key, in sorted key order
+    system:  the agent's instructions
+    human:   its own inputs (labelled), then the output hint when guidance is on
+
+Standalone, every read is "shared" (stable content first). Inside a capsule group the
+pass tells each declared member which keys every declared member of the group reads
+(run metadata ``capsule_shared_reads``): those form the first message, byte-identical
+across the group, so a prefix cache serves it after the first call, and the merged
+tiers send it once; each agent's other reads go to its own tail.
+
+Tiers (read from the capsule session; outside one the agent runs ``fine``):
+
+* ``fine``: tools bound, the tool loop runs to a final answer; structured output via
+  the model's ``with_structured_output``;
+* ``standard``: one plain call without tools (tool loss is by design: tool groups
+  belong in two_phase), parked and answered from the group's merged call;
+* ``two_phase``: a tool-using agent first runs its tool loop with a gather-only
+  instruction (phase A, a compact summary of the data), then makes one plain call with
+  the gathered data in its tail (phase B, merged with the group); tool-free agents go
+  straight to phase B;
+* ``sequential``: like fine (each agent keeps its own calls and tools); its first plain
+  call is answered in the group's shared conversation.
+
+With ``output_schema`` the compound tiers ask for JSON in text and validate it; a reply
+that does not validate raises, and the capsule node re-runs the agent as its own node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langchain_core.tools import tool as as_tool
+from pydantic import BaseModel
+
+from langgraph_capsules._session import SESSION
+from langgraph_capsules.errors import CapsuleConfigError
+from langgraph_capsules.model import CapsuleChatModel
+
+__all__ = [
+    "AGENT_ATTR",
+    "GATHER_INSTRUCTION",
+    "MAX_TOOL_ROUNDS",
+    "AgentSpec",
+    "agent",
+    "build_messages",
+]
+
+AGENT_ATTR = "capsule_agent"
+"""Attribute holding the :class:`AgentSpec` on a node function made by :func:`agent`."""
+SHARED_READS_KEY = "capsule_shared_reads"
+"""Run metadata: the keys every declared member of the agent's group reads."""
+GUIDANCE_KEY = "capsule_guidance"
+"""Run metadata: the output hint for this run's fine calls (set by the capsule pass)."""
+MAX_TOOL_ROUNDS = 8
+"""Most model turns of one tool loop before the agent stops calling tools."""
+GATHER_INSTRUCTION = (
+    "Gather only: use the tools to collect the data this task needs, then reply with a "
+    "compact summary of the data you found (numbers and names exactly as returned). Do "
+    "not analyse it yet."
+)
+_CONTEXT_HEAD = "CONTEXT:"
+_JSON_HINT = "Reply with one JSON object only, matching this JSON schema:\n{schema}"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What a declared agent reads, writes and does."""
+
+    name: str
+    instructions: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    tools: tuple[BaseTool, ...] = ()
+    output_schema: type[BaseModel] | None = None
+    llm: BaseChatModel | None = None
+    max_tokens: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _block(key: str, value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump_json(indent=1)
+    elif not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str, indent=1)
+    return f"## {key}\n{value}"
+
+
+def build_messages(
+    spec: AgentSpec,
+    state: Mapping[str, Any],
+    *,
+    shared: Sequence[str] | None = None,
+    hint: str | None = None,
+    gathered: str | None = None,
+    extra_instruction: str | None = None,
+) -> list[BaseMessage]:
+    """The agent's cache-aligned prompt (see the module docstring).
+
+    Args:
+        spec: The agent.
+        state: The graph state (only the declared reads are looked at).
+        shared: Keys shared with the group (default: every read).
+        hint: Output-guidance line for the tail.
+        gathered: Phase-A data (two_phase) for the tail.
+        extra_instruction: A line appended to the instructions (gather-only, JSON).
+
+    Returns:
+        ``[system: context, system: instructions, human: own inputs]`` (empty parts left
+        out).
+    """
+    present = [k for k in spec.reads if k in state]
+    shared_keys = sorted(k for k in present if shared is None or k in shared)
+    own = [k for k in present if k not in shared_keys]
+    out: list[BaseMessage] = []
+    if shared_keys:
+        body = "\n\n".join(_block(k, state[k]) for k in shared_keys)
+        out.append(SystemMessage(f"{_CONTEXT_HEAD}\n\n{body}"))
+    instructions = spec.instructions.strip()
+    if extra_instruction:
+        instructions += "\n\n" + extra_instruction
+    out.append(SystemMessage(instructions))
+    tail = [_block(k, state[k]) for k in own]
+    if gathered:
+        tail.append(_block("gathered data", gathered))
+    if hint:
+        tail.append(hint)
+    tail.append(f"Write your answer for: {', '.join(spec.writes)}.")
+    out.append(HumanMessage("\n\n".join(tail)))
+    return out
+
+
+def _text(message: Any) -> str:
+    content = getattr(message, "content", message)
+    return content if isinstance(content, str) else str(content)
+
+
+def _tool_loop(
+    llm: Any, tools: Sequence[BaseTool], messages: list[BaseMessage], kwargs: dict[str, Any]
+) -> tuple[AIMessage, list[BaseMessage]]:
+    """Run the model with tools until it answers in text (or :data:`MAX_TOOL_ROUNDS`)."""
+    by_name = {t.name: t for t in tools}
+    bound = llm.bind_tools(list(tools))
+    convo = list(messages)
+    reply: AIMessage = AIMessage("")
+    for _ in range(MAX_TOOL_ROUNDS):
+        reply = bound.invoke(convo, **kwargs)
+        convo.append(reply)
+        if not reply.tool_calls:
+            return reply, convo
+        for call in reply.tool_calls:
+            found = by_name.get(call["name"])
+            if found is None:
+                result = f"error: no tool named {call['name']!r}"
+            else:
+                try:
+                    result = found.invoke(call["args"])
+                except Exception as e:  # a failing tool is reported to the model
+                    result = f"error: {type(e).__name__}: {e}"
+            convo.append(ToolMessage(str(result), tool_call_id=call["id"] or ""))
+    return reply, convo
+
+
+def _outputs(spec: AgentSpec, text: str | None, parsed: Any) -> dict[str, Any]:
+    if spec.output_schema is None:
+        return {spec.writes[0]: text}
+    if len(spec.writes) == 1:
+        return {spec.writes[0]: parsed}
+    data = parsed.model_dump() if isinstance(parsed, BaseModel) else dict(parsed)
+    return {k: data.get(k) for k in spec.writes}
+
+
+def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    llm = spec.llm
+    if llm is None:
+        raise CapsuleConfigError(
+            f"agent {spec.name!r} has no model: pass llm= to lc.agent()", code="bad_agent"
+        )
+    slot = SESSION.get()
+    tier = slot.tier if slot is not None else "fine"
+    md = config.get("metadata") or {}
+    shared = md.get(SHARED_READS_KEY)
+    kwargs: dict[str, Any] = {}
+    if spec.max_tokens is not None:
+        kwargs["max_tokens"] = spec.max_tokens
+    hint = md.get(GUIDANCE_KEY) if tier == "fine" else None
+    schema = spec.output_schema
+    json_hint = None
+    if schema is not None and tier != "fine":
+        json_hint = _JSON_HINT.format(schema=json.dumps(schema.model_json_schema()))
+
+    if tier in ("standard", "two_phase"):
+        gathered = None
+        if tier == "two_phase" and spec.tools:
+            gather = build_messages(
+                spec, state, shared=shared, extra_instruction=GATHER_INSTRUCTION
+            )
+            reply, _ = _tool_loop(llm, spec.tools, gather, kwargs)
+            gathered = _text(reply)
+        msgs = build_messages(
+            spec, state, shared=shared, gathered=gathered, extra_instruction=json_hint
+        )
+        text = _text(llm.invoke(msgs, **kwargs))
+        parsed = schema.model_validate_json(_json_of(text)) if schema is not None else None
+        return _outputs(spec, text, parsed)
+
+    # fine and sequential: the agent's own calls and tools
+    msgs = build_messages(spec, state, shared=shared, hint=hint, extra_instruction=json_hint)
+    if schema is not None and tier == "fine" and not spec.tools:
+        structured = llm.with_structured_output(schema).invoke(msgs, **kwargs)
+        return _outputs(spec, None, structured)
+    if spec.tools:
+        reply, _ = _tool_loop(llm, spec.tools, msgs, kwargs)
+        text = _text(reply)
+    else:
+        text = _text(llm.invoke(msgs, **kwargs))
+    parsed = schema.model_validate_json(_json_of(text)) if schema is not None else None
+    return _outputs(spec, text, parsed)
+
+
+def _json_of(text: str) -> str:
+    """The JSON object in a reply (code fences and prose around it dropped)."""
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if start != -1 and end > start else text
+
+
+def agent(
+    instructions: str,
+    *,
+    reads: Sequence[str],
+    writes: str | Sequence[str],
+    tools: Sequence[Any] = (),
+    output_schema: type[BaseModel] | None = None,
+    llm: BaseChatModel | None = None,
+    name: str | None = None,
+    max_tokens: int | None = None,
+) -> Callable[[Any, RunnableConfig], dict[str, Any]]:
+    """Declare an agent; returns an ordinary LangGraph node function.
+
+    The node works in any graph, capsulized or not: ``builder.add_node(node)`` (its
+    name is ``name``, else the first key it writes). Its prompt holds only the state
+    keys in ``reads``; see the module docstring for the layout and the tiers.
+
+    Args:
+        instructions: What the agent does (its own system message).
+        reads: State keys it reads, in the order its own tail lists them.
+        writes: The state key it writes (or keys: with ``output_schema``, one per field).
+        tools: LangChain tools (``@tool`` functions or ``BaseTool``); plain functions
+            are turned into tools.
+        output_schema: A pydantic model for a structured answer.
+        llm: The chat model (wrapped in :class:`CapsuleChatModel` if it is not one, so
+            a capsule group can answer its calls).
+        name: Node name (default: the first key it writes).
+        max_tokens: Output budget of each of its calls.
+
+    Returns:
+        The node function; its :class:`AgentSpec` is at ``node.capsule_agent``.
+
+    Raises:
+        CapsuleConfigError: ``bad_agent`` for empty instructions, reads or writes, a
+            key both read and written, several writes without a schema, or write keys
+            that are not fields of the schema.
+
+    Example:
+        >>> from langgraph_capsules.testing import ScriptedChatModel
+        >>> node = agent("Summarise the document.", reads=["doc"], writes="summary",
+        ...              llm=ScriptedChatModel(rules={"Summarise": "A summary."}))
+        >>> node({"doc": "Some text."}, {})
+        {'summary': 'A summary.'}
+    """
+    reads_t = (reads,) if isinstance(reads, str) else tuple(reads)
+    writes_t = (writes,) if isinstance(writes, str) else tuple(writes)
+    problems = []
+    if not instructions or not instructions.strip():
+        problems.append("instructions are empty")
+    if not reads_t:
+        problems.append("reads is empty (declare the state keys the agent reads)")
+    if not writes_t:
+        problems.append("writes is empty (declare the state key the agent writes)")
+    if set(reads_t) & set(writes_t):
+        problems.append(f"keys both read and written: {sorted(set(reads_t) & set(writes_t))}")
+    if len(writes_t) > 1 and output_schema is None:
+        problems.append("several writes need an output_schema with one field per key")
+    if output_schema is not None:
+        missing = [k for k in writes_t if k not in output_schema.model_fields]
+        if len(writes_t) > 1 and missing:
+            problems.append(f"writes {missing} are not fields of {output_schema.__name__}")
+    if max_tokens is not None and max_tokens < 1:
+        problems.append("max_tokens must be >= 1")
+    node_name = name or (writes_t[0] if writes_t else "agent")
+    if problems:
+        raise CapsuleConfigError(
+            f"agent {node_name!r}: " + "; ".join(problems), code="bad_agent", node=node_name
+        )
+    model = llm
+    if model is not None and not isinstance(model, CapsuleChatModel):
+        model = CapsuleChatModel(model)
+    spec = AgentSpec(
+        name=node_name,
+        instructions=instructions,
+        reads=reads_t,
+        writes=writes_t,
+        tools=tuple(t if isinstance(t, BaseTool) else as_tool(t) for t in tools),
+        output_schema=output_schema,
+        llm=model,
+        max_tokens=max_tokens,
+    )
+
+    def node(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        values = state.model_dump() if isinstance(state, BaseModel) else state
+        return _run(spec, values, config)
+
+    node.__name__ = node_name
+    node.__qualname__ = node_name
+    node.__doc__ = f"Declared agent {node_name!r}: reads {list(reads_t)}, writes {list(writes_t)}."
+    setattr(node, AGENT_ATTR, spec)
+    return node
+
+
+def agent_spec(node: Any) -> AgentSpec | None:
+    """The :class:`AgentSpec` of a node made by :func:`agent` (``None`` otherwise)."""
+    func = getattr(node, "func", node)  # a RunnableCallable wraps the function
+    spec = getattr(func, AGENT_ATTR, None)
+    return spec if isinstance(spec, AgentSpec) else None

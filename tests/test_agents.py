@@ -1,0 +1,249 @@
+"""Declared agents: exact prompts from declared reads, byte-identical shared prefixes in a
+group, tiers (standard, two_phase with tools, sequential), structured output."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+
+import langgraph_capsules as lc
+from langgraph_capsules.agents import GATHER_INSTRUCTION, build_messages
+from langgraph_capsules.strategies.sequential import parse_sequential_turn
+from langgraph_capsules.testing import ScriptedChatModel
+
+DOC = "Nordvik Sensors reported revenue of NOK 482 million in 2024, up 12 percent."
+
+
+class S(TypedDict, total=False):
+    doc: str
+    scope: str
+    secret: str
+    entities: str
+    claims: str
+    signals: str
+    brief: str
+    log: Annotated[list[str], operator.add]
+
+
+def _app(llm: Any, **extra: Any) -> StateGraph[Any, Any, Any, Any]:
+    """doc -> scoping -> three declared extractors (fan-out) -> briefer."""
+    b = StateGraph(S)
+    b.add_node(lc.agent("Frame the company in one line.", reads=["doc"], writes="scope", llm=llm))
+    for kind in ("entities", "claims", "signals"):
+        b.add_node(
+            lc.agent(
+                f"List the {kind} stated in the source.",
+                reads=["scope", "doc"],
+                writes=kind,
+                llm=llm,
+                max_tokens=64,
+                **extra.get(kind, {}),
+            )
+        )
+        b.add_edge("scope", kind)
+    b.add_node(
+        lc.agent(
+            "Write a brief.",
+            reads=["scope", "entities", "claims", "signals"],
+            writes="brief",
+            llm=llm,
+        )
+    )
+    b.add_edge(START, "scope")
+    b.add_edge(["entities", "claims", "signals"], "brief")
+    b.add_edge("brief", END)
+    return b
+
+
+def _texts(call: Any) -> list[str]:
+    return [str(m.content) for m in call.messages]
+
+
+def test_prompt_holds_only_the_declared_reads_in_cache_aligned_order() -> None:
+    node = lc.agent("List the claims.", reads=["scope", "doc"], writes="claims")
+    spec = node.capsule_agent  # type: ignore[attr-defined]
+    state = {"doc": DOC, "scope": "Nordvik: sensors.", "secret": "never shown", "entities": "x"}
+    msgs = build_messages(spec, state)
+    assert [type(m) for m in msgs] == [SystemMessage, SystemMessage, HumanMessage]
+    # standalone: every read is stable context, in sorted key order, then instructions
+    assert msgs[0].content == f"CONTEXT:\n\n## doc\n{DOC}\n\n## scope\nNordvik: sensors."
+    assert msgs[1].content == "List the claims."
+    assert msgs[2].content == "Write your answer for: claims."
+    assert "never shown" not in str(msgs) and "entities" not in str(msgs[0].content)
+    # in a group that shares only "doc", the scope moves to the agent's own tail
+    grouped = build_messages(spec, state, shared=["doc"], hint="Keep it short.")
+    assert grouped[0].content == f"CONTEXT:\n\n## doc\n{DOC}"
+    assert grouped[2].content == (
+        "## scope\nNordvik: sensors.\n\nKeep it short.\n\nWrite your answer for: claims."
+    )
+
+
+def test_a_declared_agent_is_an_ordinary_node_outside_capsules() -> None:
+    scripted = ScriptedChatModel()
+    out = _app(scripted).compile().invoke({"doc": DOC, "secret": "hidden"})
+    assert all(out[k] for k in ("scope", "entities", "claims", "signals", "brief"))
+    assert not any("hidden" in "".join(_texts(c)) for c in scripted.calls)
+    # siblings never see each other's outputs
+    extractor_calls = [c for c in scripted.calls if "stated in the source" in _texts(c)[1]]
+    assert len(extractor_calls) == 3
+    for call in extractor_calls:
+        others = {out[k] for k in ("entities", "claims", "signals")}
+        assert not any(o in "".join(_texts(call)) for o in others)
+
+
+def test_group_members_share_a_byte_identical_prefix() -> None:
+    scripted = ScriptedChatModel()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted)))
+    assert [sorted(g.members) for g in capsules.plan.groups] == [["claims", "entities", "signals"]]
+    capsules.compile().invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "fine"}}})
+    calls = [c for c in scripted.calls if "stated in the source" in "".join(_texts(c))]
+    assert len(calls) == 3
+    prefixes = {_texts(c)[0] for c in calls}
+    assert len(prefixes) == 1  # the group's shared reads, byte-identical
+    assert next(iter(prefixes)).startswith("CONTEXT:\n\n## doc\n")
+    # the shared prefix is served from the (simulated) prefix cache after the first call
+    cached = sorted(c.usage["input_token_details"]["cache_read"] for c in calls)
+    assert cached[0] == 0 and cached[1] > 0
+
+
+def test_standard_tier_sends_the_shared_context_once() -> None:
+    scripted = ScriptedChatModel()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted)))
+    out = capsules.compile().invoke(
+        {"doc": DOC}, {"configurable": {"capsules": {"mode": "compound"}}}
+    )
+    assert len(scripted.merged_calls) == 1
+    merged = "".join(_texts(scripted.merged_calls[0]))
+    assert merged.count(DOC) == 1
+    assert all(out[k] for k in ("entities", "claims", "signals"))
+    assert capsules.history()[-1]["fallback"] == []
+
+
+def test_sequential_tier_with_declared_agents() -> None:
+    scripted = ScriptedChatModel()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted)))
+    fine = _app(ScriptedChatModel()).compile().invoke({"doc": DOC})
+    out = capsules.compile().invoke(
+        {"doc": DOC}, {"configurable": {"capsules": {"mode": "sequential"}}}
+    )
+    turns = [c for c in scripted.calls if parse_sequential_turn(c.messages) is not None]
+    assert len(turns) == 3 and len({_texts(c)[0] for c in turns}) == 1
+    assert {k: out[k] for k in ("entities", "claims", "signals")} == {
+        k: fine[k] for k in ("entities", "claims", "signals")
+    }
+
+
+# ---------------------------------------------------------------- tools
+@tool
+def revenue(company: str) -> str:
+    """Revenue of a company in 2024."""
+    return "NOK 482 million (2024)"
+
+
+def _tool_script(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+    """Call the tool once, then answer in text."""
+    if any(m.type == "tool" for m in messages):
+        return None
+    return [{"name": "revenue", "args": {"company": "Nordvik"}}]
+
+
+def _tool_model() -> ScriptedChatModel:
+    return ScriptedChatModel(tool_calls_for=_tool_script)
+
+
+def _tool_calls(scripted: ScriptedChatModel) -> int:
+    return sum(1 for c in scripted.calls if c.kwargs.get("tools"))
+
+
+def test_fine_tier_runs_the_tool_loop() -> None:
+    scripted = _tool_model()
+    app = _app(scripted, entities={"tools": [revenue]}).compile()
+    out = app.invoke({"doc": DOC})
+    assert out["entities"]
+    looped = [c for c in scripted.calls if c.kwargs.get("tools")]
+    assert len(looped) == 2  # the tool call, then the answer after the tool result
+    assert any(m.type == "tool" and "482" in str(m.content) for m in looped[1].messages)
+
+
+def test_two_phase_gathers_with_tools_then_merges_without_them() -> None:
+    scripted = _tool_model()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
+    group = capsules.plan.groups[0]
+    assert "two_phase" in capsules.runtimes[group.name].built_tiers
+    out = capsules.compile().invoke(
+        {"doc": DOC}, {"configurable": {"capsules": {"mode": "two_phase"}}}
+    )
+    # phase A: the tool-using agent's gather loop (with the gather-only instruction)
+    gather = [c for c in scripted.calls if c.kwargs.get("tools")]
+    assert len(gather) == 2 and GATHER_INSTRUCTION in "".join(_texts(gather[0]))
+    # phase B: one merged call without tools, holding the gathered data in its section
+    assert len(scripted.merged_calls) == 1
+    merged = scripted.merged_calls[0]
+    assert not merged.kwargs.get("tools")
+    assert "## gathered data" in "".join(_texts(merged))
+    assert out["entities"] and capsules.history()[-1]["tier"] == "two_phase"
+
+
+def test_standard_tier_drops_tools_by_design() -> None:
+    scripted = _tool_model()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
+    capsules.compile().invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "compound"}}})
+    assert _tool_calls(scripted) == 0 and len(scripted.merged_calls) == 1
+
+
+def test_auto_picks_two_phase_for_a_tool_group() -> None:
+    scripted = _tool_model()
+    capsules = lc.capsulize(
+        _app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}), policy="aggressive"
+    )
+    app = capsules.compile()
+    for _ in range(3):
+        app.invoke({"doc": DOC})
+    group = capsules.plan.groups[0].name
+    assert [o["tier"] for o in capsules.observations(group)] == ["fine", "fine", "two_phase"]
+
+
+# ---------------------------------------------------------- structured output
+class Facts(BaseModel):
+    company: str
+    revenue: str
+
+
+def test_structured_output_fine_and_compound() -> None:
+    def structured(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+        return [{"name": "Facts", "args": {"company": "Nordvik", "revenue": "NOK 482m"}}]
+
+    scripted = ScriptedChatModel(
+        tool_calls_for=structured,
+        rules={"JSON schema": '```json\n{"company": "Nordvik", "revenue": "NOK 482m"}\n```'},
+    )
+    node = lc.agent(
+        "Extract the facts.",
+        reads=["doc"],
+        writes=["company", "revenue"],
+        output_schema=Facts,
+        llm=scripted,
+    )
+    assert node({"doc": DOC}, {}) == {"company": "Nordvik", "revenue": "NOK 482m"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"reads": [], "writes": "x"}, "reads is empty"),
+        ({"reads": ["a"], "writes": []}, "writes is empty"),
+        ({"reads": ["a"], "writes": "a"}, "both read and written"),
+        ({"reads": ["a"], "writes": ["x", "y"]}, "need an output_schema"),
+        ({"reads": ["a"], "writes": ["x", "y"], "output_schema": Facts}, "not fields of Facts"),
+    ],
+)
+def test_bad_declarations_are_named(kwargs: dict[str, Any], problem: str) -> None:
+    with pytest.raises(lc.CapsuleConfigError) as err:
+        lc.agent("Do it.", **kwargs)
+    assert err.value.code == "bad_agent" and problem in str(err.value)
