@@ -247,3 +247,42 @@ def test_bad_declarations_are_named(kwargs: dict[str, Any], problem: str) -> Non
     with pytest.raises(lc.CapsuleConfigError) as err:
         lc.agent("Do it.", **kwargs)
     assert err.value.code == "bad_agent" and problem in str(err.value)
+
+
+def test_end_to_end_escalation_across_every_tier() -> None:
+    """standard -> two_phase -> sequential -> fine, as merged and then per-agent answers
+    degrade (a tool group: standard loses the tool, two_phase keeps it)."""
+
+    def overlap(task: str, reference: str, candidate: str) -> float:
+        ref = set(reference.split())
+        return len(ref & set(candidate.split())) / len(ref)
+
+    scripted = _tool_model()
+    policy = lc.ControllerPolicy.aggressive(quality_floor=0.9, compound_execution_model="standard")
+    capsules = lc.capsulize(
+        _app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}),
+        policy=policy,
+        judge=overlap,
+    )
+    app = capsules.compile()
+    group = capsules.plan.groups[0].name
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            app.invoke({"doc": DOC})
+
+    run(4)
+    assert capsules.explain(group).state.tier == "standard"  # the shadow passed (tool lost)
+    scripted.compress = 0.3  # merged answers (standard and two_phase's phase B) degrade
+    run(5)
+    assert capsules.explain(group).state.tier == "sequential"
+    scripted.compress_turns = 0.05  # now the per-agent calls of sequential degrade too
+    run(3)
+    tiers = [o["tier"] for o in capsules.observations(group) if not o["shadow"]]
+    ladder = [t for i, t in enumerate(tiers) if i == 0 or t != tiers[i - 1]]
+    assert ladder == ["fine", "standard", "two_phase", "sequential", "fine"]
+    state = capsules.explain(group).state
+    assert state.mode == "fine" and state.revert_count == 1
+    # two_phase kept the tool: its runs called the tool, standard's did not
+    calls = {o["tier"]: o["calls"] for o in capsules.observations(group) if not o["shadow"]}
+    assert calls["two_phase"] > calls["standard"] == 1
