@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -31,6 +32,9 @@ class GroupPlan:
     triggers: frozenset[Trigger]
     """What triggers every member (their common predecessors and joins)."""
     inferred: bool
+    tiers: tuple[str, ...] = ("fine", "standard", "sequential")
+    """Tiers the group can run. ``two_phase`` needs a declared agent with tools
+    (:func:`langgraph_capsules.agent`); without one it runs as ``sequential``."""
 
     @property
     def capsule_node(self) -> str:
@@ -95,11 +99,25 @@ class CapsulePlan:
             how = "inferred" if g.inferred else "declared"
             lines.append(f"  group {g.name!r} ({how}): {', '.join(g.members)}")
             lines.append(f"    nodes added: {g.capsule_node}, {g.gate_node}")
+            tiers = f"    tiers: {', '.join(g.tiers)}"
+            if "two_phase" not in g.tiers:
+                tiers += " (two_phase runs as sequential: no declared agent with tools)"
+            lines.append(tiers)
         if self.untouched:
             lines.append("  left as they are:")
             for node, why in self.untouched.items():
                 lines.append(f"    {node}: {why}")
         return "\n".join(lines)
+
+
+def _tiers(builder: StateGraph[Any, Any, Any, Any], members: Sequence[str]) -> tuple[str, ...]:
+    from langgraph_capsules._compat import node_runnable
+    from langgraph_capsules.agents import agent_spec
+
+    specs = [agent_spec(node_runnable(builder.nodes[m])) for m in members]
+    if any(s is not None and s.tools for s in specs):
+        return ("fine", "standard", "two_phase", "sequential")
+    return ("fine", "standard", "sequential")
 
 
 def _plan_id(groups: Sequence[GroupPlan]) -> str:
@@ -151,6 +169,7 @@ def make_plan(
         owner: dict[str, str] = {}
         for name, declared in groups.items():
             planned.append(_check_group(name, list(declared), topo, ineligible, owner, known))
+    planned = [dataclasses.replace(g, tiers=_tiers(builder, g.members)) for g in planned]
     planned.sort(key=lambda g: g.name)
     in_group = {m for g in planned for m in g.members}
     untouched = {

@@ -72,6 +72,7 @@ from langgraph_capsules.strategies.standard import (
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import (
     MODES,
+    TIERS,
     CallRecord,
     GroupRunRecord,
     MemberUsage,
@@ -199,9 +200,7 @@ class GroupRuntime:
         agents = [agent_spec(node_runnable(self.specs[m])) for m in self.plan.members]
         self.has_tools = any(a is not None and a.tools for a in agents)
         # two_phase needs declared agents with tools; otherwise it runs as sequential
-        self.built_tiers: frozenset[Tier] = frozenset(
-            (*BUILT_TIERS, "two_phase") if self.has_tools else BUILT_TIERS
-        )
+        self.built_tiers = frozenset(t for t in TIERS if t in self.plan.tiers)
 
     @property
     def judge_active(self) -> bool:
