@@ -286,3 +286,31 @@ def test_end_to_end_escalation_across_every_tier() -> None:
     # two_phase kept the tool: its runs called the tool, standard's did not
     calls = {o["tier"]: o["calls"] for o in capsules.observations(group) if not o["shadow"]}
     assert calls["two_phase"] > calls["standard"] == 1
+
+
+def test_provider_cache_hints() -> None:
+    from langchain_openai import ChatOpenAI
+
+    from langgraph_capsules.cache_hints import cache_hints, provider_of
+
+    shared = SystemMessage("CONTEXT:\n\n## doc\n" + DOC)
+    a = [shared, SystemMessage("List the claims."), HumanMessage("Write your answer.")]
+    b = [shared, SystemMessage("List the signals."), HumanMessage("Write your answer.")]
+    openai = ChatOpenAI(model="gpt-4o-mini", api_key="sk-test")  # type: ignore[arg-type]
+    assert provider_of(lc.CapsuleChatModel(openai)) == "openai"
+    (_, ka), (_, kb) = cache_hints(openai, a), cache_hints(openai, b)
+    assert ka == kb and ka["prompt_cache_key"].startswith("capsule-")  # same shared block
+    other = [SystemMessage("CONTEXT:\n\n## doc\nAnother document."), *a[1:]]
+    assert cache_hints(openai, other)[1] != ka
+    local = ChatOpenAI(model="m", api_key="x", base_url="http://127.0.0.1:8080/v1")  # type: ignore[arg-type]
+    assert provider_of(local) == "other" and cache_hints(local, a) == (a, {})
+
+    class ChatAnthropic(ScriptedChatModel):  # stands in for langchain_anthropic's class
+        pass
+
+    claude = ChatAnthropic(model_name="claude-sonnet-4-5")
+    assert cache_hints(claude, a) == (a, {})  # too short to be cached: no breakpoint
+    long = [SystemMessage("CONTEXT:\n\n" + "word " * 1500), *a[1:]]
+    msgs, kwargs = cache_hints(claude, long)
+    assert kwargs == {} and msgs[1:] == long[1:]
+    assert msgs[0].content[0]["cache_control"] == {"type": "ephemeral"}  # type: ignore[index]

@@ -18,7 +18,8 @@ tiers send it once; each agent's other reads go to its own tail.
 Tiers (read from the capsule session; outside one the agent runs ``fine``):
 
 * ``fine``: tools bound, the tool loop runs to a final answer; structured output via
-  the model's ``with_structured_output``;
+  the model's ``with_structured_output``; the provider's prompt-cache hint on the shared
+  block (:mod:`langgraph_capsules.cache_hints`);
 * ``standard``: one plain call without tools (tool loss is by design: tool groups
   belong in two_phase), parked and answered from the group's merged call;
 * ``two_phase``: a tool-using agent first runs its tool loop with a gather-only
@@ -47,6 +48,7 @@ from langchain_core.tools import tool as as_tool
 from pydantic import BaseModel
 
 from langgraph_capsules._session import SESSION
+from langgraph_capsules.cache_hints import cache_hints
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.model import CapsuleChatModel
 
@@ -219,6 +221,9 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
 
     # fine and sequential: the agent's own calls and tools
     msgs = build_messages(spec, state, shared=shared, hint=hint, extra_instruction=json_hint)
+    if tier == "fine" and _has_context(msgs):  # a sequential call is re-laid by the capsule
+        msgs, extra = cache_hints(llm, msgs, shared_messages=1)
+        kwargs.update(extra)
     if schema is not None and tier == "fine" and not spec.tools:
         structured = llm.with_structured_output(schema).invoke(msgs, **kwargs)
         return _outputs(spec, None, structured)
@@ -229,6 +234,11 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
         text = _text(llm.invoke(msgs, **kwargs))
     parsed = schema.model_validate_json(_json_of(text)) if schema is not None else None
     return _outputs(spec, text, parsed)
+
+
+def _has_context(messages: Sequence[BaseMessage]) -> bool:
+    first = messages[0].content if messages else ""
+    return isinstance(first, str) and first.startswith(_CONTEXT_HEAD)
 
 
 def _json_of(text: str) -> str:
