@@ -71,6 +71,11 @@ def test_calls_tokens_and_quality_per_arm(results: tuple[Path, dict[str, Any]]) 
     assert {r["calls"] for r in by_arm["capsules_fine"]} == {14}
     assert {r["calls"] for r in by_arm["lg6"]} == {6}
     assert {r["calls"] for r in by_arm["capsules_compound"]} == {6}
+    assert {r["calls"] for r in by_arm["declared_fine"]} == {14}
+    assert {r["calls"] for r in by_arm["declared_compound"]} == {6}
+    # declared agents share a byte-identical prefix per lens: more of their input is cached
+    for lg, dec in zip(by_arm["lg14"], by_arm["declared_fine"], strict=True):
+        assert dec["cached_tokens"] > 2 * lg["cached_tokens"]
     for a, b in zip(by_arm["lg14"], by_arm["capsules_fine"], strict=True):
         assert a["quality"] == b["quality"] and a["input_tokens"] == b["input_tokens"]
     for fine, comp in zip(by_arm["capsules_fine"], by_arm["capsules_compound"], strict=True):

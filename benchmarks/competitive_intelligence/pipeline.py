@@ -33,6 +33,7 @@ __all__ = [
     "KIND_INSTRUCTIONS",
     "LENS_TITLES",
     "CIState",
+    "build_declared",
     "build_lg6",
     "build_lg14",
     "extractor_key",
@@ -260,5 +261,55 @@ def build_lg6(llm: BaseChatModel) -> StateGraph[Any, Any, Any, Any]:
         b.add_node(name, arm(lens))
         b.add_edge("scoping", name)
     b.add_edge(arms, "briefer")
+    b.add_edge("briefer", END)
+    return b
+
+
+def build_declared(llm: BaseChatModel) -> StateGraph[Any, Any, Any, Any]:
+    """The same 14-agent pipeline written with declared agents (:func:`lc.agent`): the
+    same instructions and budgets, each agent reading only the state keys it declares.
+    The three extractors of a lens share their reads (the frame and the lens source), so
+    capsulized they send one byte-identical, cache-aligned prefix."""
+    import langgraph_capsules as lc
+
+    b = StateGraph(CIState)
+    b.add_node(
+        lc.agent(
+            SCOPING_INSTRUCTIONS,
+            reads=["overview"],
+            writes="scope",
+            llm=llm,
+            name="scoping",
+            max_tokens=BUDGETS["scoping"],
+        )
+    )
+    keys = []
+    for lens in LENSES:
+        for kind in KINDS:
+            key = extractor_key(lens, kind)
+            keys.append(key)
+            task = f"List the {kind} in the {LENS_TITLES[lens]} source (bundle_{lens})."
+            b.add_node(
+                lc.agent(
+                    f"{KIND_INSTRUCTIONS[kind]}\n\n{task}",
+                    reads=["scope", f"bundle_{lens}"],
+                    writes=key,
+                    llm=llm,
+                    max_tokens=BUDGETS["extractor"],
+                )
+            )
+            b.add_edge("scoping", key)
+    b.add_node(
+        lc.agent(
+            BRIEFER_INSTRUCTIONS,
+            reads=["scope", *keys],
+            writes="brief",
+            llm=llm,
+            name="briefer",
+            max_tokens=BUDGETS["briefer"],
+        )
+    )
+    b.add_edge(START, "scoping")
+    b.add_edge(keys, "briefer")
     b.add_edge("briefer", END)
     return b

@@ -6,6 +6,9 @@ Arms (``--arms``):
 * ``lg6``: its hand-merged 6-node variant;
 * ``capsules_fine``: ``capsulize()`` over the same 14-node builder, fine tier;
 * ``capsules_compound``: the same capsule graph, standard tier (one merged call per arm);
+* ``declared_fine`` / ``declared_compound``: the same pipeline written with declared
+  agents (:func:`lc.agent`, same instructions and budgets), capsulized, fine and
+  standard tier;
 * ``auto``: the same builder capsulized with the controller on (aggressive preset,
   quality floor 0.75) and the quality gate judged by :class:`lc.FactRecallJudge` against
   each company's fine output (or by the LLM judge of ``--judge``). Its tier per group
@@ -43,6 +46,7 @@ from benchmarks.competitive_intelligence.dataset import Company, load_companies,
 from benchmarks.competitive_intelligence.judge import score_run
 from benchmarks.competitive_intelligence.pipeline import (
     ARM_GROUPS,
+    build_declared,
     build_lg6,
     build_lg14,
     initial_state,
@@ -56,6 +60,8 @@ ARMS = {
     "capsules_fine": "capsules fine",
     "capsules_compound": "capsules compound",
     "auto": "capsules auto",
+    "declared_fine": "declared fine",
+    "declared_compound": "declared compound",
 }
 AUTO_POLICY = lc.ControllerPolicy.aggressive(quality_floor=0.75)
 """The auto arm's policy: three tool-free agents score 0.1875, above the aggressive
@@ -82,6 +88,8 @@ def build_arms(llm: BaseChatModel, names: Sequence[str], *, gate_judge: Any = No
     b14 = build_lg14(wrapped)  # the very same builder serves lg14 and both capsules arms
     capsules = lc.capsulize(b14, groups=ARM_GROUPS)
     app = capsules.compile()
+    declared: lc.CapsuleGraph | None = None
+    declared_app: Any = None
     out = []
     for name in names:
         if name == "lg14":
@@ -92,6 +100,13 @@ def build_arms(llm: BaseChatModel, names: Sequence[str], *, gate_judge: Any = No
             mode = "fine" if name == "capsules_fine" else "compound"
             cfg = {"configurable": {"capsules": {"mode": mode}}}
             out.append(Arm(name, ARMS[name], app, cfg, capsules))
+        elif name in ("declared_fine", "declared_compound"):
+            if declared is None:
+                declared = lc.capsulize(build_declared(wrapped), groups=ARM_GROUPS)
+                declared_app = declared.compile()
+            mode = "fine" if name == "declared_fine" else "compound"
+            cfg = {"configurable": {"capsules": {"mode": mode}}}
+            out.append(Arm(name, ARMS[name], declared_app, cfg, declared))
         elif name == "auto":
             judge = gate_judge if gate_judge is not None else lc.FactRecallJudge()
             auto = lc.capsulize(b14, groups=ARM_GROUPS, policy=AUTO_POLICY, judge=judge)

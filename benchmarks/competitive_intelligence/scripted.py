@@ -26,8 +26,17 @@ _SIGNAL = re.compile(
 )
 
 
+_DECLARED_SOURCE = re.compile(r"## bundle_\w+\n(.*?)(?=\n\n## |\n\nYou |\Z)", re.S)
+"""The lens source in a declared agent's prompt (a ``## bundle_<lens>`` block)."""
+_DECLARED_OVERVIEW = re.compile(r"## overview\n(.*?)(?=\n\n## |\n\nYou |\Z)", re.S)
+
+
 def _sentences(text: str) -> list[str]:
-    body = text.split(" source:", 1)[-1] if " source:" in text else text
+    declared = _DECLARED_SOURCE.search(text)
+    if declared is not None:
+        body = declared.group(1)
+    else:
+        body = text.split(" source:", 1)[-1] if " source:" in text else text
     lines = [
         ln
         for ln in body.splitlines()
@@ -76,7 +85,11 @@ def _respond(text: str) -> str:
         return _pick(text, "claims")
     if "You extract forward-looking signals" in text:
         return _pick(text, "signals")
-    overview = text.split("Use only facts from the overview.", 1)[-1]
+    declared = _DECLARED_OVERVIEW.search(text)
+    if declared is not None:
+        overview = declared.group(1)
+    else:
+        overview = text.split("Use only facts from the overview.", 1)[-1]
     return " ".join(_sentences(overview)[:2])
 
 
