@@ -63,6 +63,9 @@ ARMS = {
     "declared_fine": "declared fine",
     "declared_compound": "declared compound",
 }
+DEFAULT_ARMS = tuple(a for a in ARMS if a != "auto")
+"""Arms of a default run: the auto arm runs fine until its third run, so it is asked
+for explicitly with enough runs (``--runs 4 --arms lg14 auto``)."""
 AUTO_POLICY = lc.ControllerPolicy.aggressive(quality_floor=0.75)
 """The auto arm's policy: three tool-free agents score 0.1875, above the aggressive
 preset's compose_at (0.18) and below balanced (0.23); 0.75 is the paper's floor."""
@@ -720,7 +723,13 @@ def add_cli(sub: Any) -> None:
         "--company", action="append", dest="company_ids", help="run this company id (repeatable)"
     )
     ci.add_argument("--runs", type=int, default=1)
-    ci.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ci.add_argument(
+        "--arms",
+        nargs="+",
+        default=list(DEFAULT_ARMS),
+        choices=list(ARMS),
+        help="default: every arm but auto, which needs --runs 4 or more to leave fine",
+    )
     ci.add_argument("--out", type=Path, default=Path("bench-out/ci"))
     ci.add_argument(
         "--judge",
