@@ -146,11 +146,17 @@ class Observation(TypedDict):
     latency_s: float
     tool_calls: int
     coordination_tokens: int
-    """Framing tokens: in a merged call everything but the shared units and the tasks'
-    own text (preamble, headers, hint, skeleton); 0 in fine runs of captured nodes."""
+    """Estimated tokens the tier adds to the members' own prompt content (the estimate of
+    :func:`langgraph_capsules.prompts.estimate_tokens`). Standard and two_phase: the
+    merged call's preamble, task headers, structural hint and reply skeleton (everything
+    but the shared units and the tasks' own text). Sequential: the preamble, shared-
+    context label and task headers of every call (the shared units themselves are the
+    members' content, and repeating them is the tier's cost in ``input_tokens``). Fine:
+    0. Earlier turns replayed under ``full`` context are not counted here."""
     errors: int
     """Failed calls plus members that fell back (missing, empty or malformed section)."""
     quality: float | None
-    """Judge score in [0, 1] if this run was judged, else None."""
+    """Judge score in [0, 1] if this run was judged, else None: a compound run against
+    the fine output of the same task, a shadow record against its run's fine output."""
     shadow: bool
     """True when a compound tier ran beside fine on the same input only to be judged."""
