@@ -499,7 +499,10 @@ def test_judge_failures_are_no_observation() -> None:
     d = auto(history)
     assert (d.tier, d.state.fail_streak, d.state.judge_failures) == ("standard", 0, 1)
     assert d.state.quality_windows == {"standard": (0.8,)}
-    assert d.reasons[0] == "last run: the judge failed on this standard run (no score; not counted)"
+    assert d.reasons[0] == (
+        "last run: no score for this standard run (no fine output of the same task to judge "
+        "against, or the judge failed): not counted"
+    )
 
 
 def test_gate_needs_a_judge_and_a_floor() -> None:

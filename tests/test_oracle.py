@@ -70,7 +70,8 @@ def test_controller_matches_the_oracle_on_a_healthy_and_a_degraded_group() -> No
         label="scripted",
         progress=lines.append,
     )
-    assert len(lines) == 2 * len(INPUTS) * 3  # runs x inputs x (fine, standard, sequential)
+    # runs x inputs x (all fine, then each group alone at standard and at sequential)
+    assert len(lines) == 2 * len(INPUTS) * 5
     cells = {(c.group, c.tier): c for c in report.cells}
     assert cells[("good", "standard")].quality_mean == 1.0
     assert cells[("good", "standard")].runs == 4 and cells[("good", "standard")].judged == 4
@@ -98,6 +99,9 @@ def test_oracle_prefers_the_lowest_passing_rung() -> None:
     both = [cell("fine", 1.0, 1000), cell("standard", 0.8, 600), cell("sequential", 0.9, 550)]
     assert oracle_tier(both) == "standard"
     assert oracle_tier([*both[:1], cell("standard", 0.6, 600), both[2]]) == "sequential"
+    # a passing rung that costs more than fine is skipped, not the end of the search
+    pricey = [cell("fine", 1.0, 100), cell("two_phase", 0.9, 150), cell("sequential", 0.9, 90)]
+    assert oracle_tier(pricey) == "sequential"
     assert oracle_tier([cell("fine", 1.0, 1000), cell("standard", 0.7, 600)]) == "fine"
     # a compound tier that costs more than fine is never the oracle's choice
     assert oracle_tier([cell("fine", 1.0, 500), cell("standard", 0.9, 600)]) == "fine"

@@ -678,6 +678,8 @@ def plot_auto(records: Sequence[dict[str, Any]], out: Path) -> None:
 
     company, row = next(iter(traj.items()))
     runs = row["runs"]
+    if not row["groups"]:  # every auto run failed: nothing to draw
+        return
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     top.plot(runs, row["input_tokens"], marker="o", label="capsules auto")
     lg14 = [r["input_tokens"] for r in records if r["arm"] == "lg14" and r["company"] == company]

@@ -36,9 +36,9 @@ that does not validate raises, and the capsule node re-runs the agent as its own
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -56,6 +56,7 @@ __all__ = [
     "AGENT_ATTR",
     "GATHER_INSTRUCTION",
     "MAX_TOOL_ROUNDS",
+    "AgentNode",
     "AgentSpec",
     "agent",
     "build_messages",
@@ -76,6 +77,17 @@ GATHER_INSTRUCTION = (
 )
 _CONTEXT_HEAD = "CONTEXT:"
 _JSON_HINT = "Reply with one JSON object only, matching this JSON schema:\n{schema}"
+
+
+class AgentNode(Protocol):
+    """The node :func:`agent` returns: a plain function ``(state, config) -> update``."""
+
+    capsule_agent: AgentSpec
+    __name__: str
+
+    def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        """Run the agent on ``state`` and return its state update."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -257,7 +269,7 @@ def agent(
     llm: BaseChatModel | None = None,
     name: str | None = None,
     max_tokens: int | None = None,
-) -> Callable[[Any, RunnableConfig], dict[str, Any]]:
+) -> AgentNode:
     """Declare an agent; returns an ordinary LangGraph node function.
 
     The node works in any graph, capsulized or not: ``builder.add_node(node)`` (its
@@ -337,7 +349,7 @@ def agent(
     node.__qualname__ = node_name
     node.__doc__ = f"Declared agent {node_name!r}: reads {list(reads_t)}, writes {list(writes_t)}."
     setattr(node, AGENT_ATTR, spec)
-    return node
+    return cast(AgentNode, node)
 
 
 def agent_spec(node: Any) -> AgentSpec | None:

@@ -170,14 +170,15 @@ def _cell(group: str, tier: Tier, obs: Sequence[Observation], floor: float) -> O
 def oracle_tier(cells: Sequence[OracleCell]) -> Tier:
     """The lowest rung of the ladder that passes the floor and costs less than fine,
     else ``fine``."""
-    passing = [c for c in cells if c.tier != "fine" and c.passes]
     fine = next((c for c in cells if c.tier == "fine"), None)
+    passing = [
+        c
+        for c in cells
+        if c.tier != "fine" and c.passes and (fine is None or c.tokens_median < fine.tokens_median)
+    ]
     if not passing:
         return "fine"
-    best = min(passing, key=lambda c: tier_rank(c.tier))
-    if fine is not None and fine.tokens_median <= best.tokens_median:
-        return "fine"
-    return best.tier
+    return min(passing, key=lambda c: tier_rank(c.tier)).tier
 
 
 def replay_controller(
@@ -340,19 +341,32 @@ def oracle_ablation(
                 code="bad_mode",
             )
     app = capsules.compile()
+    # One group varies at a time, the others run fine: a group's compound run then sees
+    # the inputs its fine runs saw, so it is judged against the same task's fine output.
+    cells_to_run = [(None, "fine")] + [
+        (g.name, t) for g in capsules.plan.groups for t in compound_tiers if t in built[g.name]
+    ]
+    names = [g.name for g in capsules.plan.groups]
+    kept: dict[str, list[Observation]] = {n: [] for n in names}
     for rep in range(1, runs + 1):
         for i, task in enumerate(inputs, 1):
-            for tier in ("fine", *compound_tiers):
-                config: RunnableConfig = {
-                    "configurable": {"capsules": {"mode": tier, "record": True}}
-                }
+            for group, tier in cells_to_run:
+                caps: dict[str, Any] = {"mode": "fine", "record": True}
+                if group is not None:
+                    caps["groups"] = {group: tier}
+                config: RunnableConfig = {"configurable": {"capsules": caps}}
+                seen = {n: len(store.history(capsules.plan.plan_id, n)) for n in names}
                 app.invoke(task, config)
+                for n in names:  # keep the varied group's records, and all of an all-fine run
+                    if group is None or n == group:
+                        kept[n] += store.history(capsules.plan.plan_id, n, since=seen[n])
                 if progress is not None:
-                    progress(f"run {rep}/{runs}, input {i}/{len(inputs)}, {tier}")
+                    where = "every group fine" if group is None else f"{group} {tier}"
+                    progress(f"run {rep}/{runs}, input {i}/{len(inputs)}, {where}")
     cells: list[OracleCell] = []
     rows: list[OracleRow] = []
     for g in capsules.plan.groups:
-        history = store.history(capsules.plan.plan_id, g.name)
+        history = kept[g.name]
         own_tiers = [t for t in compound_tiers if t in built[g.name]]
         by_tier = {t: [o for o in history if o["tier"] == t] for t in ("fine", *own_tiers)}
         own = [_cell(g.name, t, by_tier[t], floor) for t in ("fine", *own_tiers)]

@@ -214,7 +214,10 @@ def _compound_run(work: Work, ctx: Context, obs: Observation, score: float, end:
     if ctx.gate:
         if quality is None:
             work.judge_failures += 1
-            work.events.append(f"the judge failed on this {work.tier} run (no score; not counted)")
+            work.events.append(
+                f"no score for this {work.tier} run (no fine output of the same task to judge "
+                "against, or the judge failed): not counted"
+            )
         else:
             tier = work.tier
             work.record_quality(tier, float(quality), policy.window_size)
