@@ -277,8 +277,19 @@ def auto_trajectory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row["input_tokens"].append(r["input_tokens"])
         for g, tier in r["group_tiers"].items():
             q = r["gate_quality"].get(g)
-            row["groups"].setdefault(g, []).append({"tier": tier, "quality": q})
+            shadows = (r.get("shadow_quality") or {}).get(g) or {}
+            row["groups"].setdefault(g, []).append({"tier": tier, "quality": q, "shadows": shadows})
     return out
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    """``standard (0.82)``, or for a switch run each shadow tier with its reading."""
+    shadows = cell.get("shadows") or {}
+    if shadows:
+        parts = [f"shadow:{t} ({'-' if q is None else f'{q:.2f}'})" for t, q in shadows.items()]
+        return "fine+" + "+".join(parts)
+    q = cell["quality"]
+    return cell["tier"] + ("" if q is None else f" ({q:.2f})")
 
 
 def _auto_lines(traj: dict[str, Any]) -> list[str]:
@@ -293,10 +304,7 @@ def _auto_lines(traj: dict[str, Any]) -> list[str]:
             "|---|" + "---|" * len(runs),
         ]
         for g, cells in row["groups"].items():
-            txt = [
-                c["tier"] + ("" if c["quality"] is None else f" ({c['quality']:.2f})")
-                for c in cells
-            ]
+            txt = [_cell_text(c) for c in cells]
             lines.append(f"| {g} | " + " | ".join(txt) + " |")
         tokens = " | ".join(f"{t:,}" for t in row["input_tokens"])
         lines.append(f"| input tokens | {tokens} |")
@@ -368,6 +376,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
     reasons: dict[str, str] = {}
     tiers: dict[str, str] = {}
     gate_quality: dict[str, float | None] = {}
+    shadow_quality: dict[str, dict[str, float | None]] = {}
     if arm.capsules is not None:
         recent = arm.capsules.history()[-len(ARM_GROUPS) :]
         fallbacks = sorted(m for r in recent for m in r["fallback"])
@@ -377,6 +386,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
             tiers[r["group"]] = r["tier"] + shadow
             readings = [r["quality"], *(s["quality"] for s in r["shadow"])]
             gate_quality[r["group"]] = next((q for q in readings if q is not None), None)
+            shadow_quality[r["group"]] = {s["tier"]: s["quality"] for s in r["shadow"]}
     totals = usage.totals()
     overhead = usage.by_purpose()
     groups: dict[str, dict[str, int]] = {b: {"input": 0, "output": 0} for b in BUCKETS}
@@ -408,6 +418,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         "fallback_reasons": reasons,
         "group_tiers": tiers,
         "gate_quality": gate_quality,
+        "shadow_quality": shadow_quality,
         "shadow_calls": overhead["shadow"]["calls"],
         "shadow_input_tokens": overhead["shadow"]["input_tokens"],
         "gate_judge_calls": overhead["judge"]["calls"],
