@@ -712,7 +712,8 @@ def plot_auto(records: Sequence[dict[str, Any]], out: Path) -> None:
     for y, g in enumerate(groups):
         for x, c in zip(runs, row["groups"][g], strict=True):
             label = "shadow" if "+shadow" in c["tier"] else c["tier"]
-            bottom.text(x, y, label, ha="center", va="center", fontsize=7, color="white")
+            ink = "black" if _tier_level(c["tier"]) >= 3 else "white"  # light cells
+            bottom.text(x, y, label, ha="center", va="center", fontsize=7, color=ink)
     bottom.set_yticks(range(len(groups)), groups)
     bottom.set_xlabel("run")
     bottom.set_xticks(runs)
