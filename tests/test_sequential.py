@@ -40,8 +40,9 @@ def test_sequential_gives_each_member_its_own_call_and_the_fine_answer() -> None
     # cache alignment: the system message (preamble + shared context) is byte-identical
     systems = {c.messages[0].content for c in calls}
     assert len(systems) == 1 and DOC.split("\n\n")[0] in next(iter(systems))
-    # predecessor_only in a fan-out group: each call is the prefix and its own task
-    assert [len(c.messages) for c in calls] == [2, 2, 2]
+    # predecessor_only: the prefix, the previous member's task and answer, its own task
+    assert [len(c.messages) for c in calls] == [2, 4, 4]
+    assert calls[2].messages[1:3] == [*calls[1].messages[-1:], AIMessage(calls[1].text)]
     # the shared prefix is served from the (simulated) prefix cache after the first call
     assert calls[0].usage["input_token_details"]["cache_read"] == 0
     assert all(c.usage["input_token_details"]["cache_read"] > 30 for c in calls[1:])
@@ -115,6 +116,14 @@ def test_build_sequential_splits_shared_content_once() -> None:
     assert [str(t.content) for t in plan.tasks] == ["TASK 1\nTask one.", "TASK 2\nTask two."]
     msgs = plan.messages(1, [None])  # member a's call failed: its turn is left out
     assert msgs == [plan.system, plan.tasks[1]]
+    pred = build_sequential(["a", "b"], calls)  # default: predecessor_only
+    assert pred is not None
+    assert pred.messages(1, ["answer a"]) == [
+        pred.system,
+        pred.tasks[0],
+        AIMessage("answer a"),
+        pred.tasks[1],
+    ]
     turn = parse_sequential_turn(plan.messages(1, ["answer a"]))
     assert turn is not None and turn.task == "Task two." and turn.shared == shared
 

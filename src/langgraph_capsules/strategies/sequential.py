@@ -14,9 +14,9 @@ Context (``ControllerPolicy.sequential_context_strategy``):
 
 * ``full``: member k's call holds the whole conversation so far (tasks and answers of
   members 1..k-1), so each call's prefix is the previous call plus its answer;
-* ``predecessor_only``: member k sees the outputs of its predecessors *within the
-  group*. The pass builds fan-out groups of plain nodes, whose members have no
-  predecessor inside the group, so each call is the shared prefix and its own task.
+* ``predecessor_only`` (default): member k's call holds the shared prefix, the previous
+  member's task and answer, then its own task (capsules-spec 3.7: "the previous
+  agent's output + group input"); the first member sees only the prefix.
 
 A member whose call fails is re-run through its original node; the conversation goes
 on without its turn.
@@ -61,10 +61,10 @@ class SequentialPlan:
         """The messages of member ``k``'s call (0-based), given the answers so far
         (``None`` for a member whose call failed: its turn is left out)."""
         out: list[BaseMessage] = [self.system]
-        if self.context == "full":
-            for j in range(k):
-                if answers[j] is not None:
-                    out += [self.tasks[j], AIMessage(str(answers[j]))]
+        earlier = range(k) if self.context == "full" else range(max(k - 1, 0), k)
+        for j in earlier:
+            if answers[j] is not None:
+                out += [self.tasks[j], AIMessage(str(answers[j]))]
         out.append(self.tasks[k])
         return out
 
