@@ -314,3 +314,52 @@ def test_provider_cache_hints() -> None:
     msgs, kwargs = cache_hints(claude, long)
     assert kwargs == {} and msgs[1:] == long[1:]
     assert msgs[0].content[0]["cache_control"] == {"type": "ephemeral"}  # type: ignore[index]
+
+
+def test_linear_chain_context_is_predecessor_only_in_the_capsule_graph() -> None:
+    class C(TypedDict, total=False):
+        doc: str
+        facts: str
+        analysis: str
+        memo: str
+
+    def chain(llm: Any, context: str) -> StateGraph[Any, Any, Any, Any]:
+        b = StateGraph(C)
+        b.add_node(lc.agent("List the facts.", reads=["doc"], writes="facts", llm=llm))
+        b.add_node(
+            lc.agent("Analyse the facts.", reads=["doc", "facts"], writes="analysis", llm=llm)
+        )
+        b.add_node(
+            lc.agent(
+                "Write the memo.",
+                reads=["doc", "facts", "analysis"],
+                writes="memo",
+                llm=llm,
+                context=context,
+            )
+        )
+        b.add_edge(START, "facts")
+        b.add_edge("facts", "analysis")
+        b.add_edge("analysis", "memo")
+        b.add_edge("memo", END)
+        return b
+
+    def memo_prompt(scripted: ScriptedChatModel) -> str:
+        return "".join(_texts(next(c for c in scripted.calls if "memo" in _texts(c)[-1])))
+
+    alone = ScriptedChatModel()
+    out = chain(alone, "predecessor_only").compile().invoke({"doc": DOC})
+    assert out["facts"] in memo_prompt(alone)  # the graph on its own: every declared read
+
+    narrowed = ScriptedChatModel()
+    lc.capsulize(chain(narrowed, "predecessor_only")).compile().invoke({"doc": DOC})
+    prompt = memo_prompt(narrowed)
+    assert "## facts" not in prompt  # written two links up the chain: hidden
+    assert "## analysis" in prompt and DOC in prompt  # predecessor output and graph input
+
+    full = ScriptedChatModel()
+    lc.capsulize(chain(full, "full")).compile().invoke({"doc": DOC})
+    assert "## facts" in memo_prompt(full)
+    # the middle agent's predecessor is the first: it keeps what it declared
+    analysis = next(c for c in narrowed.calls if "analysis" in _texts(c)[-1])
+    assert "## facts" in "".join(_texts(analysis))

@@ -64,6 +64,8 @@ __all__ = [
 
 AGENT_ATTR = "capsule_agent"
 """Attribute holding the :class:`AgentSpec` on a node function made by :func:`agent`."""
+HIDDEN_READS_KEY = "capsule_hidden_reads"
+"""Run metadata: declared reads the capsule pass hides (linear chains, predecessor-only)."""
 SHARED_READS_KEY = "capsule_shared_reads"
 """Run metadata: the keys every declared member of the agent's group reads."""
 GUIDANCE_KEY = "capsule_guidance"
@@ -102,6 +104,9 @@ class AgentSpec:
     output_schema: type[BaseModel] | None = None
     llm: BaseChatModel | None = None
     max_tokens: int | None = None
+    context: str = "predecessor_only"
+    """In a linear chain inside a capsule graph: ``predecessor_only`` hides declared reads
+    written further up the chain; ``full`` keeps them (:mod:`langgraph_capsules.context`)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -206,6 +211,9 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
     slot = SESSION.get()
     tier = slot.tier if slot is not None else "fine"
     md = config.get("metadata") or {}
+    hidden = md.get(HIDDEN_READS_KEY) or ()
+    if hidden:
+        state = {k: v for k, v in state.items() if k not in hidden}
     shared = md.get(SHARED_READS_KEY)
     kwargs: dict[str, Any] = {}
     if spec.max_tokens is not None:
@@ -269,6 +277,7 @@ def agent(
     llm: BaseChatModel | None = None,
     name: str | None = None,
     max_tokens: int | None = None,
+    context: str = "predecessor_only",
 ) -> AgentNode:
     """Declare an agent; returns an ordinary LangGraph node function.
 
@@ -287,6 +296,9 @@ def agent(
             a capsule group can answer its calls).
         name: Node name (default: the first key it writes).
         max_tokens: Output budget of each of its calls.
+        context: In a linear chain inside a capsule graph, ``predecessor_only`` (the
+            default) hides declared reads written by agents further up the chain;
+            ``full`` keeps every declared read.
 
     Returns:
         The node function; its :class:`AgentSpec` is at ``node.capsule_agent``.
@@ -322,6 +334,8 @@ def agent(
             problems.append(f"writes {missing} are not fields of {output_schema.__name__}")
     if max_tokens is not None and max_tokens < 1:
         problems.append("max_tokens must be >= 1")
+    if context not in ("predecessor_only", "full"):
+        problems.append(f"context must be 'predecessor_only' or 'full', got {context!r}")
     node_name = name or (writes_t[0] if writes_t else "agent")
     if problems:
         raise CapsuleConfigError(
@@ -339,6 +353,7 @@ def agent(
         output_schema=output_schema,
         llm=model,
         max_tokens=max_tokens,
+        context=context,
     )
 
     def node(state: Any, config: RunnableConfig) -> dict[str, Any]:

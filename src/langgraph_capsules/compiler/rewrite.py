@@ -28,9 +28,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
 from langgraph_capsules._compat import END, RunnableCallable, clone_builder, node_runnable
-from langgraph_capsules.agents import SHARED_READS_KEY, agent_spec
+from langgraph_capsules.agents import HIDDEN_READS_KEY, SHARED_READS_KEY, agent_spec
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
+from langgraph_capsules.context import hidden_reads
 from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
@@ -68,6 +69,11 @@ def rewrite(
 ) -> tuple[StateGraph[Any, Any, Any, Any], dict[str, GroupRuntime]]:
     """Build the capsule graph's builder from a copy of ``source``."""
     n = clone_builder(source)
+    hidden = hidden_reads(source, topo)  # predecessor-only context in linear chains
+    for node, keys in hidden.items():
+        n.nodes[node] = dataclasses.replace(
+            n.nodes[node], metadata={**(n.nodes[node].metadata or {}), HIDDEN_READS_KEY: keys}
+        )
     runtimes: dict[str, GroupRuntime] = {}
     member_of: dict[str, str] = {}
     routed: dict[str, list[tuple[GroupRuntime, type]]] = {}
@@ -97,12 +103,14 @@ def rewrite(
         capsule_schema = _typeddict(f"CapsuleInput_{g.name}", capsule_fields)
         agents = {m: agent_spec(node_runnable(specs[m])) for m in g.members}
         declared = [a for a in agents.values() if a is not None]
-        member_metadata: dict[str, dict[str, Any]] = {}
+        member_metadata: dict[str, dict[str, Any]] = {
+            m: {HIDDEN_READS_KEY: hidden[m]} for m in g.members if m in hidden
+        }
         if len(declared) >= 2:  # the keys every declared member reads: the shared prefix
             shared = sorted(set.intersection(*(set(a.reads) for a in declared)))
-            member_metadata = {
-                m: {SHARED_READS_KEY: shared} for m, a in agents.items() if a is not None
-            }
+            for m, a in agents.items():
+                if a is not None:
+                    member_metadata.setdefault(m, {})[SHARED_READS_KEY] = shared
         rt = GroupRuntime(
             plan=g,
             member_metadata=member_metadata,
