@@ -193,3 +193,19 @@ def test_oracle_command_agrees_on_a_healthy_and_a_degraded_model(tmp_path: Path)
     assert "standard" not in {r["oracle"] for r in degraded["rows"]}
     assert healthy["agreement"] == degraded["agreement"] == 1.0
     assert "Controller = oracle on 8/8" in (tmp_path / "oracle.md").read_text()
+
+
+def test_oracle_command_on_the_tool_using_due_diligence_app(tmp_path: Path) -> None:
+    argv = ["bench", "oracle", "--pipeline", "dd", "--model", "scripted", "--companies", "1"]
+    argv += ["--runs", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    data = json.loads((tmp_path / "oracle.json").read_text())
+    assert data["pipeline"] == "dd" and data["inputs"] == 1
+    rows = {r["group"]: r for r in data["reports"][0]["rows"]}
+    assert set(rows) == {"research", "analysis"}
+    cells = {(c["group"], c["tier"]): c for c in data["reports"][0]["cells"]}
+    # the research group loses its tools in standard: the oracle never routes it there
+    assert (
+        not cells[("research", "standard")]["passes"] and rows["research"]["oracle"] != "standard"
+    )
+    assert cells[("research", "two_phase")]["passes"]

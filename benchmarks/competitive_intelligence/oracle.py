@@ -1,4 +1,4 @@
-"""``capsules bench oracle``: the oracle ablation on the competitive-intelligence app.
+"""``capsules bench oracle``: the oracle ablation on a benchmark app.
 
 For each ``--model``, every (group, tier) cell of the 14-node app runs ``--runs`` times
 per company (a fine run, then each built compound tier on the same input, each compound
@@ -6,12 +6,14 @@ run judged against that company's fine output by :class:`lc.FactRecallJudge`). T
 oracle routes each group to the cheapest tier whose mean quality reaches the floor,
 else fine; the controller is replayed online over the same observations
 (:func:`lc.oracle_ablation`), and agreement is printed per group and model. Writes
-``oracle.json`` and ``oracle.md``.
+``oracle.json`` and ``oracle.md``. ``--pipeline dd`` runs the tool-using due-diligence
+app instead (``benchmarks/due_diligence``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,41 @@ from benchmarks.competitive_intelligence.runner import DEFAULT_MODEL, _choose_co
 __all__ = ["add_cli", "main", "run_oracle"]
 
 
+def _dd_model(spec: str) -> Any:
+    """The due-diligence app's offline model (tool calls scripted), or None for others."""
+    from benchmarks.due_diligence.scripted import scripted_due_diligence
+
+    if spec == "scripted":
+        return scripted_due_diligence()
+    if spec == "scripted-degraded":
+        return scripted_due_diligence(compress=0.3)
+    return None
+
+
+@contextlib.contextmanager
+def _app(pipeline: str, spec: str, companies: int, company_ids: list[str] | None) -> Any:
+    """(label, builder, inputs, groups) of one pipeline on one model."""
+    if pipeline == "dd":
+        from benchmarks.due_diligence.dataset import company_ids as dd_ids
+        from benchmarks.due_diligence.pipeline import DD_GROUPS, build_due_diligence
+        from benchmarks.due_diligence.pipeline import initial_state as dd_state
+
+        ids = company_ids or dd_ids()[:companies]
+        inputs = [dd_state(c) for c in ids]
+        scripted = _dd_model(spec)
+        if scripted is not None:
+            yield f"due diligence, {spec}", build_due_diligence(scripted), inputs, DD_GROUPS
+            return
+        with open_model(spec) as opened:
+            builder = build_due_diligence(opened.llm)
+            yield f"due diligence, {opened.label}", builder, inputs, DD_GROUPS
+        return
+    chosen = [load_company(c) for c in company_ids] if company_ids else _choose_companies(companies)
+    with open_model(spec) as opened:
+        builder = build_lg14(lc.CapsuleChatModel(opened.llm))
+        yield opened.label, builder, [initial_state(c) for c in chosen], ARM_GROUPS
+
+
 def run_oracle(
     *,
     models: list[str],
@@ -33,35 +70,33 @@ def run_oracle(
     steps: int,
     out: Path,
     company_ids: list[str] | None = None,
+    pipeline: str = "ci",
     console: Any = None,
 ) -> list[lc.OracleReport]:
     """Run the ablation for each model and write ``oracle.json`` and ``oracle.md``."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    chosen = [load_company(c) for c in company_ids] if company_ids else _choose_companies(companies)
     out.mkdir(parents=True, exist_ok=True)
     reports = []
+    n_inputs = 0
     for spec in models:
-        with open_model(spec) as opened:
-            builder = build_lg14(lc.CapsuleChatModel(opened.llm))
+        with _app(pipeline, spec, companies, company_ids) as (label, builder, inputs, groups):
+            n_inputs = len(inputs)
             report = lc.oracle_ablation(
                 builder,
-                [initial_state(c) for c in chosen],
-                groups=ARM_GROUPS,
+                inputs,
+                groups=groups,
                 judge=lc.FactRecallJudge(),
                 policy=lc.ControllerPolicy.aggressive(quality_floor=floor),
                 runs=runs,
                 steps=steps,
-                label=opened.label,
+                label=label,
                 progress=lambda line, m=spec: console.log(f"{m}: {line}"),
             )
         print(str(report), flush=True)
         reports.append(report)
-    data = {
-        "companies": [c["id"] for c in chosen],
-        "reports": [r.to_dict() for r in reports],
-    }
+    data = {"pipeline": pipeline, "inputs": n_inputs, "reports": [r.to_dict() for r in reports]}
     (out / "oracle.json").write_text(json.dumps(data, indent=2))
     lines = ["# Oracle ablation", ""]
     for r in reports:
@@ -83,6 +118,13 @@ def add_cli(sub: Any) -> None:
         dest="models",
         help=f"repeatable; scripted | scripted-degraded | local name (default {DEFAULT_MODEL})",
     )
+    p.add_argument(
+        "--pipeline",
+        choices=["ci", "dd"],
+        default="ci",
+        help="ci: the 14-agent competitive-intelligence app; dd: the tool-using "
+        "due-diligence app (its scripted models make real tool calls)",
+    )
     p.add_argument("--companies", type=int, default=1)
     p.add_argument("--company", action="append", dest="company_ids")
     p.add_argument("--runs", type=int, default=3, help="runs per (company, tier)")
@@ -102,5 +144,6 @@ def main(args: argparse.Namespace) -> int:
         steps=args.steps,
         out=args.out,
         company_ids=args.company_ids,
+        pipeline=args.pipeline,
     )
     return 0
