@@ -264,3 +264,16 @@ def test_stream_of_a_shadow_run_shows_only_the_users_output() -> None:
     nodes = [c[1]["langgraph_node"] for c in chunks if c[0].content]
     # each member's fine answer streams once; the shadow's served answers never do
     assert sorted(nodes) == sorted(["scoping", *KINDS, "briefer"])
+
+
+def test_explain_at_an_earlier_point_of_the_history() -> None:
+    capsules = _gated(ScriptedChatModel())
+    app = capsules.compile()
+    for _ in range(5):
+        app.invoke({"doc": DOC})
+    assert capsules.explain("arm", at=0).tier == "fine"
+    assert capsules.explain("arm", at=2).shadow  # after two fine runs: the switch run
+    assert capsules.explain("arm", at=4).tier == "standard"  # after the passing shadow
+    assert capsules.explain("arm", at=None) == capsules.explain("arm")
+    with pytest.raises(ValueError):
+        capsules.explain("arm", at=-1)

@@ -173,11 +173,27 @@ class CapsuleGraph:
         self.plan.group(group)  # KeyError naming the groups
         return self.store.history(self.plan.plan_id, group)
 
-    def explain(self, group: str) -> Decision:
+    def explain(self, group: str, *, at: int | None = None) -> Decision:
         """The controller's decision for the group's next ``auto`` run, with its state
-        and reasons (``str()`` for text, ``.to_dict()`` for data)."""
+        and reasons (``str()`` for text, ``.to_dict()`` for data).
+
+        Args:
+            group: The group name.
+            at: Explain the decision as it stood after the group's first ``at``
+                observations (``None``: now). Observations of one run share a
+                ``run_id``; a switch run has a fine and one or more shadow records.
+
+        Raises:
+            KeyError: For an unknown group.
+            ValueError: For a negative ``at``.
+        """
         self.plan.group(group)
-        return self._runtimes[group].decide()
+        runtime = self._runtimes[group]
+        if at is None:
+            return runtime.decide()
+        if at < 0:
+            raise ValueError(f"at must be >= 0, got {at}")
+        return runtime.decide_over(self.observations(group)[:at])
 
     def compile(
         self,

@@ -234,7 +234,13 @@ class GroupRuntime:
         # so the router(s) and the capsule node of one run replay the history only once.
         if cached is not None and cached[0] == len(history):
             return cached[1]
-        decision = decide(
+        decision = self.decide_over(history)
+        self._last_decision = (len(history), decision)
+        return decision
+
+    def decide_over(self, history: Sequence[Observation]) -> Decision:
+        """The ``auto`` decision over a given history (e.g. a prefix of the group's)."""
+        return decide(
             history,
             self.policy,
             mode="auto",
@@ -243,8 +249,6 @@ class GroupRuntime:
             built_tiers=self.built_tiers,
             judge_active=self.judge_active,
         )
-        self._last_decision = (len(history), decision)
-        return decision
 
     def guidance(self) -> str | None:
         """The output-guidance hint for the group's per-agent calls (spec 3.5)."""
