@@ -113,7 +113,7 @@ def test_notebook_runs_offline_on_the_scripted_model(name: str, tmp_path: Path) 
         assert not (tmp_path / "out").exists()  # SAVE_PLOTS is off by default
     if name.startswith("03"):
         assert _images(nb) == 2
-        assert "ci-2026-11-28-default.json" in text
+        assert "2026-11-28-main" in text and "declared fine" in text
 
 
 def test_controller_notebook_saves_its_plot_when_asked(tmp_path: Path) -> None:
