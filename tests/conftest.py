@@ -99,6 +99,12 @@ def build_app(
 COMPOUND = {"configurable": {"capsules": {"mode": "compound"}}}
 
 
+def overlap(task: str, reference: str, candidate: str) -> float:
+    """A plain-function judge: the share of the reference's words in the candidate."""
+    ref = set(reference.split())
+    return len(ref & set(candidate.split())) / len(ref) if ref else 0.0
+
+
 @pytest.fixture
 def scripted() -> ScriptedChatModel:
     return ScriptedChatModel()

@@ -7,6 +7,7 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from conftest import overlap
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
@@ -252,10 +253,6 @@ def test_bad_declarations_are_named(kwargs: dict[str, Any], problem: str) -> Non
 def test_end_to_end_escalation_across_every_tier() -> None:
     """standard -> two_phase -> sequential -> fine, as merged and then per-agent answers
     degrade (a tool group: standard loses the tool, two_phase keeps it)."""
-
-    def overlap(task: str, reference: str, candidate: str) -> float:
-        ref = set(reference.split())
-        return len(ref & set(candidate.split())) / len(ref)
 
     scripted = _tool_model()
     policy = lc.ControllerPolicy.aggressive(quality_floor=0.9, compound_execution_model="standard")

@@ -7,18 +7,13 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from conftest import DOC
+from conftest import DOC, overlap
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 
 import langgraph_capsules as lc
 from langgraph_capsules.oracle import oracle_tier, replay_controller
 from langgraph_capsules.testing import ScriptedChatModel
-
-
-def overlap(task: str, reference: str, candidate: str) -> float:
-    ref = set(reference.split())
-    return len(ref & set(candidate.split())) / len(ref) if ref else 0.0
 
 
 class S(TypedDict, total=False):

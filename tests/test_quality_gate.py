@@ -10,7 +10,7 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from conftest import DOC, KINDS, build_app
+from conftest import DOC, KINDS, build_app, overlap
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 
@@ -19,12 +19,6 @@ from langgraph_capsules.testing import ScriptedChatModel
 
 FLOOR = 0.75
 GATED = lc.ControllerPolicy.aggressive(quality_floor=FLOOR)
-
-
-def overlap(task: str, reference: str, candidate: str) -> float:
-    """Share of the reference's words found in the candidate (a plain-function judge)."""
-    ref = set(reference.split())
-    return len(ref & set(candidate.split())) / len(ref) if ref else 0.0
 
 
 def _tiers(capsules: lc.CapsuleGraph, group: str = "arm") -> list[str]:

@@ -9,18 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conftest import DOC, KINDS, build_app
+from conftest import DOC, KINDS, build_app, overlap
 
 import langgraph_capsules as lc
 from langgraph_capsules.testing import ScriptedChatModel
 
 PROCS, RUNS = 4, 25
 POLICY = lc.ControllerPolicy.aggressive(quality_floor=0.75)
-
-
-def overlap(task: str, reference: str, candidate: str) -> float:
-    ref = set(reference.split())
-    return len(ref & set(candidate.split())) / len(ref) if ref else 0.0
 
 
 def _graph(path: str) -> lc.CapsuleGraph:

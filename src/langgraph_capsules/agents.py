@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -107,7 +107,6 @@ class AgentSpec:
     context: str = "predecessor_only"
     """In a linear chain inside a capsule graph: ``predecessor_only`` hides declared reads
     written further up the chain; ``full`` keeps them (:mod:`langgraph_capsules.context`)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _block(key: str, value: Any) -> str:
@@ -236,8 +235,7 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
             spec, state, shared=shared, gathered=gathered, extra_instruction=json_hint
         )
         text = _text(llm.invoke(msgs, **kwargs))
-        parsed = schema.model_validate_json(_json_of(text)) if schema is not None else None
-        return _outputs(spec, text, parsed)
+        return _outputs(spec, text, _parsed(schema, text))
 
     # fine and sequential: the agent's own calls and tools
     msgs = build_messages(spec, state, shared=shared, hint=hint, extra_instruction=json_hint)
@@ -252,8 +250,7 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
         text = _text(reply)
     else:
         text = _text(llm.invoke(msgs, **kwargs))
-    parsed = schema.model_validate_json(_json_of(text)) if schema is not None else None
-    return _outputs(spec, text, parsed)
+    return _outputs(spec, text, _parsed(schema, text))
 
 
 def _has_context(messages: Sequence[BaseMessage]) -> bool:
@@ -261,10 +258,13 @@ def _has_context(messages: Sequence[BaseMessage]) -> bool:
     return isinstance(first, str) and first.startswith(_CONTEXT_HEAD)
 
 
-def _json_of(text: str) -> str:
-    """The JSON object in a reply (code fences and prose around it dropped)."""
+def _parsed(schema: type[BaseModel] | None, text: str) -> BaseModel | None:
+    """The reply validated against ``schema`` (the JSON object in it; code fences and
+    prose around it dropped); raises when it does not validate."""
+    if schema is None:
+        return None
     start, end = text.find("{"), text.rfind("}")
-    return text[start : end + 1] if start != -1 and end > start else text
+    return schema.model_validate_json(text[start : end + 1] if 0 <= start < end else text)
 
 
 def agent(

@@ -36,7 +36,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
 from langgraph_capsules.compiler.runtime import BUILT_TIERS
-from langgraph_capsules.controller import decide
+from langgraph_capsules.controller import Decision, decide
 from langgraph_capsules.controller.tiers import tier_rank
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.policy import ControllerPolicy
@@ -230,8 +230,8 @@ def replay_controller(
         history.append(obs)
         return obs
 
-    for step in range(steps):
-        d = decide(
+    def next_run() -> Decision:
+        return decide(
             history,
             policy,
             mode="auto",
@@ -240,6 +240,9 @@ def replay_controller(
             built_tiers=built,
             judge_active=True,
         )
+
+    for step in range(steps):
+        d = next_run()
         run_id = f"oracle-{step}"
         if d.tier == "fine":
             take("fine", fine, run_id, False)
@@ -264,15 +267,7 @@ def replay_controller(
                 )
             take(d.tier, recorded, run_id, False)
             path.append(d.tier)
-    final = decide(
-        history,
-        policy,
-        mode="auto",
-        n_agents=n_agents,
-        has_tools=has_tools,
-        built_tiers=built,
-        judge_active=True,
-    )
+    final = next_run()
     late = [p.split("+", 1)[0] for p in path[len(path) // 2 :]]
     ranks = {t: i for i, t in enumerate(("standard", "two_phase", "sequential", "fine"))}
     routing = max(sorted(set(late), key=lambda t: ranks[t]), key=late.count)

@@ -46,7 +46,7 @@ from langgraph_capsules._compat import (
     node_runnable,
 )
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
-from langgraph_capsules.agents import GUIDANCE_KEY, agent_spec
+from langgraph_capsules.agents import GUIDANCE_KEY
 from langgraph_capsules.compiler.judging import (
     Baselines,
     Judgement,
@@ -92,9 +92,6 @@ starve the later ones (measured with the 0.5B model: sections 2 and 3 cut off); 
 merged call's ``max_tokens`` is the sum of the members' budgets times this headroom."""
 MARKER_TOKENS = 16
 """Extra ``max_tokens`` per section of a merged call, for its marker line."""
-
-
-SHADOW_METADATA_KEY = SHADOW_KEY
 
 
 def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
@@ -188,19 +185,17 @@ class GroupRuntime:
     """Fine outputs per task, the references compound runs are judged against."""
     member_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Extra run metadata per member (declared agents: the group's shared reads)."""
-    has_tools: bool = False
-    """Some member is a declared agent with tools (set from the specs)."""
-    built_tiers: frozenset[Tier] = frozenset(BUILT_TIERS)
-    """Tiers this group can run (set from the specs)."""
-    _members_sorted: list[str] = field(default_factory=list)
     _last_decision: tuple[int, Decision] | None = None
 
-    def __post_init__(self) -> None:
-        self._members_sorted = sorted(self.plan.members)
-        agents = [agent_spec(node_runnable(self.specs[m])) for m in self.plan.members]
-        self.has_tools = any(a is not None and a.tools for a in agents)
-        # two_phase needs declared agents with tools; otherwise it runs as sequential
-        self.built_tiers = frozenset(t for t in TIERS if t in self.plan.tiers)
+    @property
+    def built_tiers(self) -> frozenset[Tier]:
+        """Tiers this group can run (the plan's: two_phase needs a declared tool agent)."""
+        return frozenset(t for t in TIERS if t in self.plan.tiers)
+
+    @property
+    def has_tools(self) -> bool:
+        """Some member is a declared agent with tools (exactly when two_phase is built)."""
+        return "two_phase" in self.plan.tiers
 
     @property
     def judge_active(self) -> bool:
@@ -221,10 +216,6 @@ class GroupRuntime:
             return tier_for_mode(mode, self.plan.name), ()
         decision = self.decide()
         return decision.tier, (decision.shadow_tiers if decision.shadow else ())
-
-    def tier(self, config: RunnableConfig | None) -> Tier:
-        """This run's tier for the group (the user's output; see :meth:`run_plan`)."""
-        return self.run_plan(config)[0]
 
     def decide(self) -> Decision:
         """The controller's decision for the group's next ``auto`` run."""
@@ -251,8 +242,12 @@ class GroupRuntime:
         )
 
     def guidance(self) -> str | None:
-        """The output-guidance hint for the group's per-agent calls (spec 3.5)."""
-        state = self.decide().state
+        """The output-guidance hint for the group's per-agent calls (spec 3.5).
+
+        Called once per member and run: it reuses the decision the run's router made
+        (the hint is advisory) instead of reading the store again."""
+        cached = self._last_decision
+        state = cached[1].state if cached is not None else self.decide().state
         return guidance_hint(self.policy, state.fine_output_per_agent, state.fine_runs)
 
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
@@ -333,7 +328,7 @@ class GroupRuntime:
             md[GUIDANCE_KEY] = hint
         own: RunnableConfig = {"metadata": md, "callbacks": [tracker]}
         if shadow:
-            md[SHADOW_METADATA_KEY] = True
+            md[SHADOW_KEY] = True
             own["tags"] = [TAG_NOSTREAM]  # a shadow's tokens never reach the user's stream
         return merge_configs(config, own)
 
@@ -352,7 +347,7 @@ class GroupRuntime:
             "capsule_tier": tier,
         }
         if shadow:
-            md[SHADOW_METADATA_KEY] = True
+            md[SHADOW_KEY] = True
         return merge_configs(
             config,
             {
@@ -440,16 +435,10 @@ class GroupRuntime:
         return judgement.score is not None and floor is not None and judgement.score >= floor
 
     # --------------------------------------------------------------- gate node
-    def _judge_args(
-        self, state: Mapping[str, Any], config: RunnableConfig
-    ) -> tuple[Judge, str, str, str] | None:
-        """What to judge in this run's gate: a compound run against the fine baseline of
-        the same task (and, on fine runs, keep the output as that baseline)."""
-        if self.judge is None:
-            return None
+    def _task_outputs(self, state: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """This run's task key and every member's output (``None`` when incomplete)."""
         private = state.get(self.plan.channel) or {}
         staging = private.get("staging") or {}
-        tier = staging.get("tier", "fine")
         outputs = {m: u for m, u in staging.get("updates") or []}
         outputs.update(private.get("outputs") or {})
         key = staging.get("task")
@@ -460,7 +449,23 @@ class GroupRuntime:
             key = task_key(digests)
         if set(outputs) != set(self.plan.members):
             return None
-        if tier == "fine":
+        return key, outputs
+
+    def _judge_args(
+        self, state: Mapping[str, Any], config: RunnableConfig
+    ) -> tuple[Judge, str, str, str] | None:
+        """What the gate judges: a compound run's output against the fine output of the
+        same task. A fine run's output is kept as that task's baseline instead."""
+        # locked modes bypass the judge, unless the run asks to be recorded
+        # (``capsules.record``: what the oracle ablation uses)
+        if self.judge is None or not self._recorded(config):
+            return None
+        found = self._task_outputs(state)
+        if found is None:
+            return None
+        key, outputs = found
+        staging = (state.get(self.plan.channel) or {}).get("staging") or {}
+        if staging.get("tier", "fine") == "fine":
             self.baselines.put(key, outputs)
             return None
         baseline = self.baselines.get(key)
@@ -471,20 +476,15 @@ class GroupRuntime:
 
     def gate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """The gate node: commit staged updates exactly once and record the run."""
-        args = self._judge_args(state, config) if self._judged(config) else None
+        args = self._judge_args(state, config)
         judgement = run_judge(*args, config) if args is not None else None
         return self._close(state, config, judgement)
 
     async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
         """Async twin of :meth:`gate` (a judge runs in a worker thread)."""
-        args = self._judge_args(state, config) if self._judged(config) else None
+        args = self._judge_args(state, config)
         judgement = await _in_thread(run_judge, *args, config) if args is not None else None
         return self._close(state, config, judgement)
-
-    def _judged(self, config: RunnableConfig) -> bool:
-        # locked modes bypass the controller and the judge, unless the run asks to be
-        # recorded (``capsules.record``: what calibration and the oracle ablation use)
-        return self._recorded(config)
 
     def _recorded(self, config: RunnableConfig | None) -> bool:
         mode = resolve_mode(config, self.plan.name, self.default_mode)
@@ -844,7 +844,7 @@ class _CapsuleRun:
             "langgraph_node": member,
         }
         if self.shadow:
-            md[SHADOW_METADATA_KEY] = True
+            md[SHADOW_KEY] = True
         return merge_configs(
             self.config,
             {

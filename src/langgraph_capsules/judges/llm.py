@@ -19,6 +19,7 @@ from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.judges._text import strip_code_fences
 from langgraph_capsules.judges.base import JudgeResult
 from langgraph_capsules.prompts import message_text
+from langgraph_capsules.telemetry import JUDGE_KEY
 
 __all__ = [
     "DEFAULT_RUBRIC_VERSION",
@@ -39,7 +40,7 @@ DIMENSIONS: tuple[str, ...] = ("completeness", "accuracy", "structure", "concise
 ORDERS: tuple[str, ...] = ("reference_first", "candidate_first")
 """The two presentation orders; ``reference_first`` alone when ``both_orders=False``."""
 
-JUDGE_METADATA_KEY = "capsule_judge"
+JUDGE_METADATA_KEY = JUDGE_KEY
 """Run-metadata key (value ``True``) on every judge call, so telemetry can count them apart."""
 
 JUDGE_TAG = "capsule:judge"
