@@ -1,0 +1,503 @@
+"""Execution of one group's members inside the capsule node: run, park, merge, split.
+
+:class:`CapsuleRun` runs every member's own function concurrently; with a compound tier
+each member's first LLM call parks on its session slot, the parked calls are answered
+from one merged call (standard) or a shared conversation (sequential), and a member
+whose answer is missing or bad gets an uncatchable abort and is re-run as its
+original node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import copy_context
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    merge_configs,
+    patch_config,
+    var_child_runnable_config,
+)
+from langgraph.errors import GraphBubbleUp
+
+from langgraph_capsules._compat import TAG_NOSTREAM, RunnableCallable, node_runnable
+from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
+from langgraph_capsules.compiler.judging import Judgement, input_digest, task_key, task_text
+from langgraph_capsules.strategies.sequential import SequentialPlan, build_sequential
+from langgraph_capsules.strategies.standard import build_merged_prompt, split_reply
+from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
+from langgraph_capsules.types import Tier
+
+if TYPE_CHECKING:
+    from langgraph_capsules.compiler.runtime import GroupRuntime
+
+__all__ = [
+    "MARKER_TOKENS",
+    "MERGED_BUDGET_HEADROOM",
+    "WORDS_PER_TOKEN",
+    "CapsuleRun",
+    "Outcome",
+    "complete",
+    "in_thread",
+    "with_handler",
+]
+
+WORDS_PER_TOKEN = 0.6
+"""Words of English prose per token budgeted in the structural hint (conservative)."""
+MERGED_BUDGET_HEADROOM = 1.5
+"""A merged call cannot cap each section on its own, so one long early section would
+starve the later ones (measured with the 0.5B model: sections 2 and 3 cut off); the
+merged call's ``max_tokens`` is the sum of the members' budgets times this headroom."""
+MARKER_TOKENS = 16
+"""Extra ``max_tokens`` per section of a merged call, for its marker line."""
+
+
+@dataclass
+class Outcome:
+    update: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+def complete(outcomes: Mapping[str, Outcome]) -> bool:
+    """Every member produced an update (a shadow evaluation needs the whole fine output)."""
+    return all(o.update is not None for o in outcomes.values())
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call in a worker thread with the current context."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, copy_context().run, fn, *args)
+
+
+class CapsuleRun:
+    """One run of one group's members inside the capsule node.
+
+    With a compound ``tier`` every member runs under a session and the parked calls are
+    answered from one merged call; with ``tier="fine"`` (the fine half of a shadow
+    evaluation) the members run with no session, one real call each. ``shadow`` marks
+    the calls of a shadow evaluation (metadata ``capsule_shadow``, never streamed).
+    """
+
+    def __init__(
+        self,
+        rt: GroupRuntime,
+        state: Mapping[str, Any],
+        config: RunnableConfig,
+        tier: Tier,
+        *,
+        shadow: bool = False,
+    ) -> None:
+        self.rt = rt
+        self.config = config
+        self.tier = tier
+        self.shadow = shadow
+        self.members = list(rt.plan.members)
+        self.tracker = UsageTracker()
+        self.slots = {m: Slot(rt.plan.name, m, tier) for m in self.members}
+        self.inputs = {m: rt._member_input(m, state) for m in self.members}
+        self.configs = {
+            m: rt._member_config(m, config, tier, self.tracker, shadow=shadow) for m in self.members
+        }
+        self.problems: dict[str, str] = {}
+        self.started = time.perf_counter()
+        self.merge_stats: dict[str, Any] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # -------------------------------------------------- running the members
+    def _member_sync(self, member: str) -> Any:
+        cfg = self.configs[member]
+        manager = get_callback_manager_for_config(cfg)
+        run = manager.on_chain_start(None, self.inputs[member], name=member)
+        child = patch_config(cfg, callbacks=run.get_child())
+        var_child_runnable_config.set(child)
+        try:
+            out = node_runnable(self.rt.specs[member]).invoke(self.inputs[member], child)
+        except BaseException as e:
+            run.on_chain_error(e)
+            raise
+        run.on_chain_end(out if isinstance(out, dict) else {"output": out})
+        return out
+
+    async def _member_async(self, member: str) -> Any:
+        cfg = self.configs[member]
+        manager = get_async_callback_manager_for_config(cfg)
+        run = await manager.on_chain_start(None, self.inputs[member], name=member)
+        child = patch_config(cfg, callbacks=run.get_child())
+        var_child_runnable_config.set(child)
+        runnable = node_runnable(self.rt.specs[member])
+        try:
+            if _sync_only(runnable):
+                # A parked sync member blocks its thread until the merged answer comes: run
+                # it on this run's own threads, never on the loop's shared default executor
+                # (12 parked members of 4 groups would exhaust it and deadlock).
+                loop = asyncio.get_running_loop()
+                ctx = copy_context()
+                out = await loop.run_in_executor(
+                    self._threads(), ctx.run, runnable.invoke, self.inputs[member], child
+                )
+            else:
+                out = await runnable.ainvoke(self.inputs[member], child)
+        except BaseException as e:
+            await run.on_chain_error(e)
+            raise
+        await run.on_chain_end(out if isinstance(out, dict) else {"output": out})
+        return out
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
+            )
+        return self._pool
+
+    def _context(self, member: str) -> Any:
+        ctx = copy_context()
+        ctx.run(var_child_runnable_config.set, self.configs[member])
+        if self.tier != "fine":
+            ctx.run(SESSION.set, self.slots[member])
+        return ctx
+
+    def execute_sync(self) -> dict[str, Outcome]:
+        """Run the members (and the merged call); each member's outcome."""
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
+        )
+        try:
+            futures = {
+                m: pool.submit(self._context(m).run, self._member_sync, m) for m in self.members
+            }
+            for m in self.members:
+                concurrent.futures.wait(
+                    [self.slots[m].parked, futures[m]],
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
+            try:
+                self._answer_sync()
+            finally:
+                self._abort_unanswered("capsule node stopped before answering")
+            concurrent.futures.wait(list(futures.values()))
+        finally:
+            pool.shutdown(wait=True)
+        return {m: self._outcome_of_future(futures[m]) for m in self.members}
+
+    async def execute_async(self) -> dict[str, Outcome]:
+        """Async twin of :meth:`execute_sync`."""
+        tasks = {
+            m: self._context(m).run(asyncio.ensure_future, self._member_async(m))
+            for m in self.members
+        }
+        for m in self.members:
+            parked = asyncio.wrap_future(self.slots[m].parked)
+            await asyncio.wait({parked, tasks[m]}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await self._answer_async()
+        finally:
+            self._abort_unanswered("capsule node stopped before answering")
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        return {m: self._outcome(r) for m, r in zip(tasks, results, strict=True)}
+
+    # --------------------------------------------------- the merged call(s)
+    def _buckets(self) -> list[list[str]]:
+        """Parked members grouped by the model they called (only those merge together)."""
+        buckets: dict[int, list[str]] = {}
+        for m in self.members:
+            slot = self.slots[m]
+            if slot.parked.done():
+                buckets.setdefault(id(slot.parked.result().model), []).append(m)
+        out: list[list[str]] = []
+        for bucket in buckets.values():
+            if len(bucket) < 2:
+                for m in bucket:
+                    self.slots[m].answer.set_result(PASS_THROUGH)
+            else:
+                out.append(bucket)
+        return out
+
+    def _prepare(self, bucket: list[str]) -> tuple[Any, Any, dict[str, Any]] | None:
+        parked: list[Parked] = [self.slots[m].parked.result() for m in bucket]
+        model = parked[0].model
+        kwargs = _merged_kwargs(parked, model)
+        words = self.rt.section_words
+        if "max_tokens" in kwargs:  # the hint must fit the members' own budgets
+            per_member = kwargs["max_tokens"] // len(bucket)
+            words = max(40, min(words, int(per_member * WORDS_PER_TOKEN)))
+            kwargs["max_tokens"] = int(kwargs["max_tokens"] * MERGED_BUDGET_HEADROOM)
+            kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
+        prompt = build_merged_prompt(bucket, [p.messages for p in parked], section_words=words)
+        if prompt is None:
+            for m in bucket:
+                self.slots[m].answer.set_result(PASS_THROUGH)
+            return None
+        self.merge_stats = {
+            "payload_tokens": prompt.payload_tokens,
+            "coordination_tokens": prompt.coordination_tokens,
+            "floor_tokens": prompt.floor_tokens,
+            "naive_tokens": prompt.naive_tokens,
+        }
+        return prompt, model, kwargs
+
+    def _prepared(self) -> list[tuple[list[str], Any, Any, dict[str, Any], RunnableConfig]]:
+        """Per merge bucket: members, prompt, model, call options and config."""
+        out = []
+        for bucket in self._buckets():
+            prepared = self._prepare(bucket)
+            if prepared is not None:
+                cfg = self.rt._merged_config(
+                    self.config, bucket, self.tier, self.tracker, shadow=self.shadow
+                )
+                out.append((bucket, *prepared, cfg))
+        return out
+
+    # ------------------------------------------------ the sequential calls
+    def _sequential(self) -> list[tuple[list[str], SequentialPlan, Any]]:
+        """Per bucket: members, the conversation and the model (sequential tier)."""
+        out = []
+        hint = self.rt.guidance()
+        context = self.rt.policy.sequential_context_strategy
+        for bucket in self._buckets():
+            parked = [self.slots[m].parked.result() for m in bucket]
+            plan = build_sequential(
+                bucket, [p.messages for p in parked], context=context, hint=hint
+            )
+            if plan is None:
+                for m in bucket:
+                    self.slots[m].answer.set_result(PASS_THROUGH)
+                continue
+            self.merge_stats = {
+                "payload_tokens": plan.payload_tokens,
+                "coordination_tokens": plan.coordination_tokens,
+            }
+            out.append((bucket, plan, parked[0].model))
+        return out
+
+    def _turn_config(self, member: str) -> RunnableConfig:
+        md: dict[str, Any] = {
+            "capsule_group": self.rt.plan.name,
+            "capsule_member": member,
+            "capsule_tier": self.tier,
+            "langgraph_node": member,
+        }
+        if self.shadow:
+            md[SHADOW_KEY] = True
+        return merge_configs(
+            self.config,
+            {
+                "metadata": md,
+                "tags": ["capsule:sequential", TAG_NOSTREAM],
+                "callbacks": [self.tracker],
+                "run_name": f"{self.rt.plan.capsule_node}:{member}",
+            },
+        )
+
+    def _turn_kwargs(self, member: str) -> dict[str, Any]:
+        parked = self.slots[member].parked.result()
+        return {k: v for k, v in parked.kwargs.items() if v is not None}
+
+    def _turn_done(self, member: str, reply: Any, answers: list[str | None]) -> None:
+        if isinstance(reply, BaseException):
+            self.problems[member] = f"sequential call failed: {type(reply).__name__}: {reply}"
+            self.slots[member].answer.set_exception(MergeAbort(self.problems[member]))
+            answers.append(None)
+            return
+        text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        self.slots[member].answer.set_result(text)  # the member goes on at once
+        answers.append(text)
+
+    def _answer_sequential_sync(self) -> None:
+        for bucket, plan, model in self._sequential():
+            answers: list[str | None] = []
+            for k, m in enumerate(bucket):
+                try:
+                    reply: Any = model.inner.invoke(
+                        plan.messages(k, answers), self._turn_config(m), **self._turn_kwargs(m)
+                    )
+                except Exception as e:
+                    reply = e
+                self._turn_done(m, reply, answers)
+
+    async def _answer_sequential_async(self) -> None:
+        for bucket, plan, model in self._sequential():
+            answers: list[str | None] = []
+            for k, m in enumerate(bucket):
+                try:
+                    reply: Any = await model.inner.ainvoke(
+                        plan.messages(k, answers), self._turn_config(m), **self._turn_kwargs(m)
+                    )
+                except Exception as e:
+                    reply = e
+                self._turn_done(m, reply, answers)
+
+    def _answer_sync(self) -> None:
+        if self.tier == "sequential":
+            self._answer_sequential_sync()
+            return
+        replies = []
+        for bucket, prompt, model, kwargs, cfg in self._prepared():
+            try:
+                reply: Any = model.inner.invoke(prompt.messages, cfg, **kwargs)
+            except Exception as e:  # the merged call failed: every member falls back
+                reply = e
+            replies.append((bucket, prompt, reply))
+        self._distribute(replies)
+
+    async def _answer_async(self) -> None:
+        if self.tier == "sequential":
+            await self._answer_sequential_async()
+            return
+        replies = []
+        for bucket, prompt, model, kwargs, cfg in self._prepared():
+            try:
+                reply: Any = await model.inner.ainvoke(prompt.messages, cfg, **kwargs)
+            except Exception as e:
+                reply = e
+            replies.append((bucket, prompt, reply))
+        self._distribute(replies)
+
+    def _distribute(self, replies: list[tuple[list[str], Any, Any]]) -> None:
+        for bucket, prompt, reply in replies:
+            if isinstance(reply, BaseException):
+                reason = f"merged call failed: {type(reply).__name__}: {reply}"
+                for m in bucket:
+                    self.problems[m] = reason
+                    self.slots[m].answer.set_exception(MergeAbort(reason))
+                continue
+            text = reply.content if isinstance(reply.content, str) else str(reply.content)
+            answers, problems = split_reply(text, prompt)
+            for m in bucket:
+                if m in answers:
+                    self.slots[m].answer.set_result(answers[m])
+                else:
+                    self.problems[m] = f"section {problems[m]}"
+                    self.slots[m].answer.set_exception(MergeAbort(self.problems[m]))
+
+    def _abort_unanswered(self, reason: str) -> None:
+        for slot in self.slots.values():
+            if slot.parked.done() and not slot.answer.done():
+                slot.answer.set_exception(MergeAbort(reason))
+
+    # -------------------------------------------------------------- results
+    def _outcome_of_future(self, fut: concurrent.futures.Future[Any]) -> Outcome:
+        exc = fut.exception()
+        return self._outcome(exc if exc is not None else fut.result())
+
+    def _outcome(self, result: Any) -> Outcome:
+        if isinstance(result, MergeAbort):
+            return Outcome(reason=result.reason)
+        if isinstance(result, GraphBubbleUp):
+            return Outcome(reason=f"{type(result).__name__} (interrupt or parent command)")
+        if isinstance(result, BaseException):
+            return Outcome(reason=f"raised {type(result).__name__}: {result}")
+        if result is None:
+            return Outcome(update={})
+        if isinstance(result, dict):
+            return Outcome(update=result)
+        return Outcome(reason=f"returned {type(result).__name__}; only dict updates are staged")
+
+    def stage(
+        self,
+        outcomes: Mapping[str, Outcome],
+        *,
+        shadow_runs: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """The capsule node's write: staged updates, members to re-run as nodes, usage
+        (and, with a judge, the task key and text the gate judges against)."""
+        updates = [[m, o.update] for m, o in outcomes.items() if o.update is not None]
+        route = [m for m, o in outcomes.items() if o.update is None]
+        staging: dict[str, Any] = {
+            "tier": self.tier,
+            "updates": updates,
+            "route": route,
+            "reasons": self._reasons(outcomes),
+            "usage": list(self.tracker.records),
+            "merge": self.merge_stats,
+            "elapsed_s": time.perf_counter() - self.started,
+        }
+        if self.rt.judge is not None:
+            staging["task"] = task_key({m: input_digest(v) for m, v in self.inputs.items()})
+            staging["task_text"] = task_text(self.inputs)
+        if shadow_runs:
+            staging["shadow_runs"] = list(shadow_runs)
+        return {self.rt.plan.channel: {"staging": staging}}
+
+    def shadow_record(
+        self,
+        outcomes: Mapping[str, Outcome],
+        judgement: Judgement,
+    ) -> dict[str, Any]:
+        """What the gate needs to write this shadow tier's observation."""
+        return {
+            "tier": self.tier,
+            "route": [m for m, o in outcomes.items() if o.update is None],
+            "reasons": self._reasons(outcomes),
+            "usage": list(self.tracker.records),
+            "merge": self.merge_stats,
+            "elapsed_s": time.perf_counter() - self.started,
+            "judgement": judgement.summary(),
+        }
+
+    def _reasons(self, outcomes: Mapping[str, Outcome]) -> dict[str, str]:
+        return {
+            m: self.problems.get(m) or o.reason or ""
+            for m, o in outcomes.items()
+            if o.update is None
+        }
+
+
+def _sync_only(runnable: Any) -> bool:
+    """A node made from a plain ``def`` (LangGraph would run its ``ainvoke`` in a thread)."""
+    if not isinstance(runnable, RunnableCallable) or runnable.func is None:
+        return False
+    afunc = runnable.afunc
+    return afunc is None or getattr(afunc, "__wrapped__", None) is runnable.func
+
+
+def with_handler(config: RunnableConfig, handler: Any) -> RunnableConfig:
+    """Add a callback handler to a node run's config.
+
+    The callback manager in a node's config is created for that node run alone
+    (LangGraph's ``RunnableSeq`` makes a child manager per run), and the ambient
+    config that calls without ``config=`` read is this same dict, so adding the
+    handler in place reaches every LLM call of the node at no copying cost.
+    """
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        callbacks.add_handler(handler, inherit=True)
+        return config
+    cfg = merge_configs(config, {"callbacks": [handler]})
+    var_child_runnable_config.set(cfg)
+    return cfg
+
+
+def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
+    """Call options for the merged call: options every member used alike, and a
+    ``max_tokens`` budget that is the sum of the members' budgets when all are known
+    (the capsule node adds :data:`MARKER_TOKENS` per section and fits the structural
+    hint's words per section to one member's budget)."""
+    budget_keys = ("max_tokens", "max_completion_tokens")
+    first = parked[0].kwargs
+    common = {
+        k: v
+        for k, v in first.items()
+        if v is not None and k not in budget_keys and all(p.kwargs.get(k) == v for p in parked)
+    }
+    inner = getattr(model, "inner", None)
+    default_budget = getattr(inner, "max_tokens", None) or getattr(
+        inner, "max_completion_tokens", None
+    )
+    budgets = [
+        p.kwargs.get("max_tokens") or p.kwargs.get("max_completion_tokens") or default_budget
+        for p in parked
+    ]
+    if all(isinstance(b, int) and b > 0 for b in budgets):
+        common["max_tokens"] = sum(budgets)
+    return common
