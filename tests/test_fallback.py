@@ -139,7 +139,7 @@ def test_member_that_makes_no_llm_call_is_staged_as_is() -> None:
     assert len(scripted.calls) == 1 and not scripted.calls[0].merged
 
 
-def test_splitter_takes_the_first_usable_section_of_a_repeated_marker() -> None:
+def test_splitter_rejects_conflicting_repeats_and_keeps_identical_ones() -> None:
     from langchain_core.messages import HumanMessage as H
 
     from langgraph_capsules.strategies import build_merged_prompt, split_reply
@@ -153,7 +153,11 @@ def test_splitter_takes_the_first_usable_section_of_a_repeated_marker() -> None:
         "### SECTION 2 abc123\n<your answer to task 2>\n"
     )
     answers, problems = split_reply(restarted, prompt)
-    assert answers == {"a": "first a", "b": "first b", "c": "only c"} and problems == {}
+    # two different answers for task 1: which one is meant cannot be known, so "a" re-runs;
+    # task 2's repeat is the echoed placeholder, which is no answer
+    assert answers == {"b": "first b", "c": "only c"} and problems == {"a": "duplicate"}
+    same = "### SECTION 1 abc123\nx\n### SECTION 1 abc123\nx\n### SECTION 2 abc123\ny"
+    assert split_reply(same, prompt)[0] == {"a": "x", "b": "y"}
     echoed = "### SECTION 1 abc123\n<your answer to task 1>\n### SECTION 1 abc123\n\n"
     answers, problems = split_reply(echoed, prompt)
     assert answers == {} and problems == {"a": "duplicate", "b": "missing", "c": "missing"}

@@ -70,6 +70,17 @@ class Slot:
         """True until the member's first mergeable call has parked (one-shot)."""
         return not self.parked.done()
 
+    def aborted(self) -> MergeAbort | None:
+        """The abort this slot's parked call received, if any.
+
+        The capsule node reads it after the member returns: a member whose call was
+        aborted is re-run as its original node whatever it returned (it may have caught
+        the abort, or an error it turned into, and returned a default)."""
+        if not self.answer.done():
+            return None
+        exc = self.answer.exception()
+        return exc if isinstance(exc, MergeAbort) else None
+
     def park(self, messages: list[BaseMessage], kwargs: dict[str, Any], model: Any) -> bool:
         """Park a call; False if this slot was already used (the call must pass through)."""
         with self._lock:

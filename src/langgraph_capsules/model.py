@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -12,7 +13,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import (
     Runnable,
     RunnableBinding,
@@ -39,6 +40,11 @@ UNMERGEABLE_KWARGS = frozenset(
 """Call options that make a call unmergeable: it passes through even inside a session."""
 
 _ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+
+_ANSWERED: ContextVar[tuple[Slot, Any] | None] = ContextVar(
+    "langgraph_capsules_answered", default=None
+)
+"""An answer the async entry point already awaited for this call (see ``agenerate``)."""
 
 
 def _in_event_loop() -> bool:
@@ -228,6 +234,51 @@ class CapsuleChatModel(BaseChatModel):
         swapped: Runnable[Any, Any] = _swap_model(structured, self.inner, self)
         return swapped
 
+    async def agenerate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Any = None,
+        *,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        run_id: Any = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """langchain-core's ``agenerate``, with the session's park-and-wait done first.
+
+        langchain-core runs each prompt of ``agenerate`` in ``asyncio.gather(...,
+        return_exceptions=True)`` and then treats only ``Exception`` as a failure, so a
+        :class:`MergeAbort` (a ``BaseException``) raised inside ``_agenerate`` would
+        come out as an ``AttributeError`` that a member's ``except Exception`` swallows.
+        Here the call parks and awaits its answer *before* that machinery: an abort is
+        raised from this frame, unchanged; an answer is handed to ``_agenerate`` through
+        a context variable (one per call, so concurrent calls never see each other's).
+        """
+        opts = {"tags": tags, "metadata": metadata, "run_name": run_name, "run_id": run_id}
+        slot = SESSION.get()
+        token = None
+        if (
+            slot is not None
+            and len(messages) == 1
+            and self._session_for(kwargs) is not None
+            and slot.park(messages[0], {"stop": stop, **kwargs}, self)
+        ):
+            answer = await asyncio.wrap_future(slot.answer)  # MergeAbort is raised here
+            token = _ANSWERED.set((slot, answer))
+        try:
+            return await super().agenerate(messages, stop, callbacks, **opts, **kwargs)
+        except AttributeError:
+            # several prompts in one agenerate: one of them was aborted inside gather
+            aborted = slot.aborted() if slot is not None else None
+            if aborted is not None:
+                raise aborted from None
+            raise
+        finally:
+            if token is not None:
+                _ANSWERED.reset(token)
+
     # ------------------------------------------------------- served (inside a session)
     @staticmethod
     def _served(slot: Slot, text: str) -> AIMessage:
@@ -263,6 +314,16 @@ class CapsuleChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        answered = _ANSWERED.get()
+        if answered is not None:  # parked and answered by ``agenerate`` for this very call
+            _ANSWERED.set(None)
+            served_slot, served = answered
+            if served is not PASS_THROUGH:
+                message = self._served(served_slot, served)
+                return ChatResult(generations=[ChatGeneration(message=message)])
+            return await self.inner._agenerate(
+                messages, stop=stop, run_manager=run_manager, **kwargs
+            )
         slot = SESSION.get()
         if slot is not None and slot.park(messages, {"stop": stop, **kwargs}, self):
             answer = await asyncio.wrap_future(slot.answer)

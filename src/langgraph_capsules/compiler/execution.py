@@ -32,7 +32,13 @@ from langgraph_capsules._compat import TAG_NOSTREAM, RunnableCallable, node_runn
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
 from langgraph_capsules.compiler.judging import Judgement, input_digest, task_key, task_text
 from langgraph_capsules.strategies.sequential import SequentialPlan, build_sequential
-from langgraph_capsules.strategies.standard import build_merged_prompt, split_reply
+from langgraph_capsules.strategies.standard import (
+    build_merged_prompt,
+    hit_length_limit,
+    non_answer,
+    reply_text,
+    split_reply,
+)
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import Tier
 
@@ -186,7 +192,7 @@ class CapsuleRun:
             concurrent.futures.wait(list(futures.values()))
         finally:
             pool.shutdown(wait=True)
-        return {m: self._outcome_of_future(futures[m]) for m in self.members}
+        return self._settled({m: self._outcome_of_future(futures[m]) for m in self.members})
 
     async def execute_async(self) -> dict[str, Outcome]:
         """Async twin of :meth:`execute_sync`."""
@@ -204,7 +210,7 @@ class CapsuleRun:
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-        return {m: self._outcome(r) for m, r in zip(tasks, results, strict=True)}
+        return self._settled({m: self._outcome(r) for m, r in zip(tasks, results, strict=True)})
 
     # --------------------------------------------------- the merged call(s)
     def _buckets(self) -> list[list[str]]:
@@ -309,7 +315,12 @@ class CapsuleRun:
             self.slots[member].answer.set_exception(MergeAbort(self.problems[member]))
             answers.append(None)
             return
-        text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        text = reply_text(reply)
+        if non_answer(text):
+            self.problems[member] = "sequential call gave no answer"
+            self.slots[member].answer.set_exception(MergeAbort(self.problems[member]))
+            answers.append(None)
+            return
         self.slots[member].answer.set_result(text)  # the member goes on at once
         answers.append(text)
 
@@ -347,7 +358,7 @@ class CapsuleRun:
                 reply: Any = model.inner.invoke(prompt.messages, cfg, **kwargs)
             except Exception as e:  # the merged call failed: every member falls back
                 reply = e
-            replies.append((bucket, prompt, reply))
+            replies.append((bucket, prompt, kwargs, reply))
         self._distribute(replies)
 
     async def _answer_async(self) -> None:
@@ -360,19 +371,20 @@ class CapsuleRun:
                 reply: Any = await model.inner.ainvoke(prompt.messages, cfg, **kwargs)
             except Exception as e:
                 reply = e
-            replies.append((bucket, prompt, reply))
+            replies.append((bucket, prompt, kwargs, reply))
         self._distribute(replies)
 
-    def _distribute(self, replies: list[tuple[list[str], Any, Any]]) -> None:
-        for bucket, prompt, reply in replies:
+    def _distribute(self, replies: list[tuple[list[str], Any, dict[str, Any], Any]]) -> None:
+        for bucket, prompt, kwargs, reply in replies:
             if isinstance(reply, BaseException):
                 reason = f"merged call failed: {type(reply).__name__}: {reply}"
                 for m in bucket:
                     self.problems[m] = reason
                     self.slots[m].answer.set_exception(MergeAbort(reason))
                 continue
-            text = reply.content if isinstance(reply.content, str) else str(reply.content)
-            answers, problems = split_reply(text, prompt)
+            answers, problems = split_reply(
+                reply_text(reply), prompt, truncated=hit_length_limit(reply, kwargs)
+            )
             for m in bucket:
                 if m in answers:
                     self.slots[m].answer.set_result(answers[m])
@@ -386,6 +398,17 @@ class CapsuleRun:
                 slot.answer.set_exception(MergeAbort(reason))
 
     # -------------------------------------------------------------- results
+    def _settled(self, outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+        """Outcomes with every aborted member marked for a re-run, whatever it returned.
+
+        A member may catch the abort (``except BaseException``), or an error it was
+        turned into, and return a default value; that value must never be committed."""
+        for m in self.members:
+            aborted = self.slots[m].aborted()
+            if aborted is not None:
+                outcomes[m] = Outcome(reason=self.problems.get(m) or aborted.reason)
+        return outcomes
+
     def _outcome_of_future(self, fut: concurrent.futures.Future[Any]) -> Outcome:
         exc = fut.exception()
         return self._outcome(exc if exc is not None else fut.result())

@@ -4,24 +4,39 @@ Layout (cache-aligned: the stable parts come first, the per-call nonce last)::
 
     system:  the team preamble + the budgeted structural hint        (coordination)
     human:   SHARED CONTEXT  <each shared unit once>                 (payload)
-             TASK 1 <member 1's own text> ... TASK n <member n's>    (payload + headers)
+             TASK 1 <nonce> <member 1's own text> ... TASK n <nonce> (payload + headers)
              the reply skeleton with one marker line per task        (coordination)
 
-Section markers carry a random nonce drawn per call and checked against the prompt,
-so no source text (a document, an earlier agent's output) can forge a section
-boundary. The reply is split by sorting the marker lines by position and slicing
-between neighbours. When a marker repeats, the first usable section counts. A task
-whose marker is missing, whose only sections are
-empty or contain the nonce (they swallowed a broken marker), gets no answer; its
-member is re-run through its original node.
+Task headers and section markers carry a random nonce drawn per call and absent from
+every captured call, so no source text (a document, an earlier agent's output) can
+forge a task boundary or a section boundary.
+
+**The splitter accepts a section only when it is sound** (:func:`split_reply`):
+
+* a marker is a line ``### SECTION <i> <nonce>`` (markdown decoration tolerated, the
+  nonce exact, ``i`` at most six digits); a section runs from its marker to the next
+  marker, whatever its number;
+* a section whose body holds anything that looks like a marker (``SECTION <digits>``
+  at the start of a line, with a wrong, a missing or a broken nonce) is ``malformed``:
+  it may hold another task's answer;
+* a body that is empty, the skeleton's placeholder, or a non-answer such as ``N/A`` is
+  ``empty``;
+* a task with two sections of different text is ``duplicate`` (which one is the answer
+  cannot be known); identical repeats count once;
+* when the reply hit its length limit, the section that runs to the end of the reply
+  is ``truncated``; the sections before it are complete and accepted.
+
+A task without an accepted section gets no answer; its member is re-run through its
+original node, so no output is lost.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
@@ -32,7 +47,10 @@ __all__ = [
     "MergedPrompt",
     "ParsedMergedPrompt",
     "build_merged_prompt",
+    "hit_length_limit",
+    "non_answer",
     "parse_merged_prompt",
+    "reply_text",
     "split_reply",
 ]
 
@@ -47,11 +65,18 @@ _PREAMBLE = (
     "line, exactly as shown at the end, and write nothing before the first marker."
 )
 _SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
-_TASK_HEAD = "TASK {i}"
+_TASK_HEAD = "TASK {i} {nonce}"
 _FORMAT_HEAD = "Reply in exactly this format, one section per task:"
 _MARKER = "### SECTION {i} {nonce}"
 _SKELETON_BODY = "<your answer to task {i}>"
-_TASK_HEAD_RE = re.compile(r"^TASK (\d+)$", re.M)
+MAX_SECTION_DIGITS = 6
+"""Longest section number the splitter reads (a longer one is not a marker)."""
+_NON_ANSWERS = frozenset(
+    {"n/a", "na", "none", "null", "nil", "-", "--", "...", "…", "tbd", "todo", "(empty)"}
+)
+_PLACEHOLDER_RE = re.compile(r"^<\s*your answer to task \d{1,6}\s*>$", re.I)
+_LOOSE_MARKER_RE = re.compile(r"^[ \t>*_#`]*SECTION[ \t]*\d", re.I | re.M)
+"""Anything that looks like a section marker, with or without a (correct) nonce."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +99,7 @@ class MergedPrompt:
 def _new_nonce(texts: Sequence[str]) -> str:
     while True:
         nonce = secrets.token_hex(3)
-        if not any(nonce in t for t in texts):
+        if not any(nonce in t.lower() for t in texts):
             return nonce
 
 
@@ -106,7 +131,7 @@ def build_merged_prompt(
     if split.shared:
         parts.append(_SHARED_HEAD + "\n" + "\n\n".join(split.shared))
     for i, task in enumerate(split.tasks, 1):
-        parts.append(_TASK_HEAD.format(i=i) + "\n" + task)
+        parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     skeleton = "\n".join(
         f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY.format(i=i)}"
         for i in range(1, len(members) + 1)
@@ -134,31 +159,55 @@ def _stats(split: SharedSplit, system: str, human: str) -> dict[str, int]:
     }
 
 
+_MARKER_CACHE: dict[str, re.Pattern[str]] = {}
+
+
 def _marker_re(nonce: str) -> re.Pattern[str]:
-    # Tolerant of markdown decoration around the marker; strict about the nonce.
-    return re.compile(
-        r"^[ \t>*_#]*SECTION[ \t]+(\d+)[ \t:\-\[(*_]*" + re.escape(nonce) + r"\b.*$",
-        re.I | re.M,
-    )
+    """The exact marker pattern of one nonce (compiled once per nonce)."""
+    pattern = _MARKER_CACHE.get(nonce)
+    if pattern is None:
+        # markdown decoration around the marker is tolerated; the nonce is exact
+        pattern = re.compile(
+            r"^[ \t>*_#]*SECTION[ \t]+(\d{1,"
+            + str(MAX_SECTION_DIGITS)
+            + r"})[ \t:\-\[(*_]*"
+            + re.escape(nonce)
+            + r"(?![0-9a-z])[ \t*_\])#:.\-]*(.*)$",
+            re.I | re.M,
+        )
+        if len(_MARKER_CACHE) > 256:
+            _MARKER_CACHE.clear()
+        _MARKER_CACHE[nonce] = pattern
+    return pattern
 
 
 _FENCE = re.compile(r"^```[\w-]*\n(.*?)\n?```$", re.S)
 
 
-def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[str, str]]:
-    """Split a merged reply into per-member answers.
+def split_reply(
+    text: str, prompt: MergedPrompt, *, truncated: bool = False
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Split a merged reply into per-member answers, accepting only sound sections.
+
+    Args:
+        text: The merged reply's text.
+        prompt: The merged prompt the reply answers.
+        truncated: The reply hit its length limit (``finish_reason="length"``): the
+            section that runs to the end of the reply is incomplete.
 
     Returns:
-        ``(answers, problems)``: the section text per member that has a usable section,
-        and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``) per member that has not.
+        ``(answers, problems)``: the section text per member that has a sound section,
+        and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``,
+        ``truncated``) per member that has not (see the module docstring).
     """
+    marks = [
+        (m.start(), m.start(2), int(m.group(1))) for m in _marker_re(prompt.nonce).finditer(text)
+    ]
     found: dict[int, list[tuple[int, int]]] = {}
-    marks = sorted(
-        (m.start(), m.end(), int(m.group(1))) for m in _marker_re(prompt.nonce).finditer(text)
-    )
-    for k, (_start, end, num) in enumerate(marks):
+    for k, (_start, body_start, num) in enumerate(marks):
+        # the body starts after the nonce: text on the marker line is the answer's first line
         nxt = marks[k + 1][0] if k + 1 < len(marks) else len(text)
-        found.setdefault(num, []).append((end, nxt))
+        found.setdefault(num, []).append((body_start, nxt))
     answers: dict[str, str] = {}
     problems: dict[str, str] = {}
     for i, member in enumerate(prompt.members, 1):
@@ -166,28 +215,71 @@ def split_reply(text: str, prompt: MergedPrompt) -> tuple[dict[str, str], dict[s
         if not spans:
             problems[member] = "missing"
             continue
-        verdicts = [_section(text[a:b], i, prompt.nonce) for a, b in spans]
-        usable = [body for body, problem in verdicts if problem is None]
-        if usable:
-            # A repeated marker (small models restart the format or echo the skeleton):
-            # the first usable section is the answer.
-            answers[member] = usable[0]
+        verdicts = [
+            ("", "truncated") if truncated and b == len(text) else _section(text[a:b], prompt.nonce)
+            for a, b in spans
+        ]
+        usable = {body for body, problem in verdicts if problem is None}
+        if len(usable) == 1:
+            answers[member] = usable.pop()
+        elif usable:
+            problems[member] = "duplicate"
         else:
-            problems[member] = "duplicate" if len(spans) > 1 else str(verdicts[0][1])
+            problems[member] = str(verdicts[0][1]) if len(spans) == 1 else "duplicate"
     return answers, problems
 
 
-def _section(raw: str, index: int, nonce: str) -> tuple[str, str | None]:
-    """A section's body and its problem (``empty``, ``malformed``) or None if usable."""
+def _section(raw: str, nonce: str) -> tuple[str, str | None]:
+    """A section's body and its problem (``empty``, ``malformed``) or None if sound."""
     body = raw.strip()
     fenced = _FENCE.match(body)
     if fenced:
         body = fenced.group(1).strip()
-    if not body or body == _SKELETON_BODY.format(i=index):
+    if non_answer(body):
         return body, "empty"
-    if nonce in body.lower():
-        return body, "malformed"  # it swallowed a broken marker of another section
+    if nonce in body.lower() or _LOOSE_MARKER_RE.search(body):
+        return body, "malformed"  # it swallowed a broken marker: maybe another task's answer
     return body, None
+
+
+def non_answer(body: str) -> bool:
+    """Empty, the skeleton's placeholder, or a stock non-answer (``N/A``, ``TBD``)."""
+    flat = " ".join(body.split()).strip("*_`'\" ")
+    return not flat or flat.lower().rstrip(".") in _NON_ANSWERS or bool(_PLACEHOLDER_RE.match(flat))
+
+
+def reply_text(message: Any) -> str:
+    """A reply's text: string content as is, list content (content blocks, as Anthropic
+    models and langchain-core v1 output give) as its text blocks joined; reasoning,
+    tool-use and other non-text blocks are left out."""
+    content = getattr(message, "content", message)
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") in ("text", "output_text"):
+            parts.append(str(block.get("text") or ""))
+    return "".join(parts)
+
+
+_LENGTH_REASONS = frozenset({"length", "max_tokens", "max_output_tokens", "MAX_TOKENS"})
+
+
+def hit_length_limit(message: Any, kwargs: Mapping[str, Any] | None = None) -> bool:
+    """Whether a reply stopped at its token limit, by the provider's own stop reason
+    (``finish_reason`` of OpenAI-style APIs, ``stop_reason`` of Anthropic's) or, when it
+    gives none, by output tokens reaching the call's ``max_tokens``."""
+    meta = getattr(message, "response_metadata", None) or {}
+    for key in ("finish_reason", "stop_reason"):
+        reason = meta.get(key)
+        if reason is not None:
+            return str(reason) in _LENGTH_REASONS
+    limit = (kwargs or {}).get("max_tokens")
+    usage = getattr(message, "usage_metadata", None) or {}
+    out = usage.get("output_tokens") if isinstance(usage, Mapping) else None
+    return isinstance(limit, int) and isinstance(out, int) and limit > 0 and out >= limit
 
 
 @dataclass(frozen=True)
@@ -202,6 +294,11 @@ class ParsedMergedPrompt:
 _NONCE_IN_SKELETON = re.compile(r"^### SECTION 1 ([0-9a-f]{6})$", re.M)
 
 
+def _task_head_re(nonce: str) -> re.Pattern[str]:
+    digits = r"\d{1," + str(MAX_SECTION_DIGITS) + "}"
+    return re.compile(rf"^TASK {digits} {re.escape(nonce)}$", re.M)
+
+
 def parse_merged_prompt(messages: Sequence[BaseMessage]) -> ParsedMergedPrompt | None:
     """Recognise a prompt built by :func:`build_merged_prompt`; None for any other prompt."""
     if len(messages) != 2 or not isinstance(messages[1], HumanMessage):
@@ -213,13 +310,14 @@ def parse_merged_prompt(messages: Sequence[BaseMessage]) -> ParsedMergedPrompt |
     m = _NONCE_IN_SKELETON.search(skeleton)
     if m is None:
         return None
+    task_head = _task_head_re(m.group(1))
     shared = ""
     if body.startswith(_SHARED_HEAD):
-        first_task = _TASK_HEAD_RE.search(body)
+        first_task = task_head.search(body)
         cut = first_task.start() if first_task else len(body)
         shared = body[len(_SHARED_HEAD) : cut].strip()
         body = body[cut:]
-    heads = list(_TASK_HEAD_RE.finditer(body))
+    heads = list(task_head.finditer(body))
     tasks = tuple(
         body[h.end() : heads[k + 1].start() if k + 1 < len(heads) else len(body)].strip()
         for k, h in enumerate(heads)
