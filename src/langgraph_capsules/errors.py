@@ -28,7 +28,18 @@ code                        meaning
 ``mismatched_predecessors`` members of a fan-out group are triggered by different nodes
 ``ineligible_node``         a node that cannot run merged was placed in a group
 ``bad_group_name``          a group name is empty, reserved or clashes with a node/channel
+``bad_group_members``       a group's members are not a list of node names (e.g. a string)
+``successor_routed``        a group's successor may also be triggered at run time (a
+                            conditional edge, ``Command``/``Send``) in the members'
+                            superstep: the gate's extra superstep would run it twice
+``member_routes``           a grouped member returned ``Command(goto=...)`` or ``Send`` at
+                            run time (raised by the run, never silently double-run)
+``bad_option``              a ``capsulize()`` option is out of range (``section_words``,
+                            ``history_size``)
 ``bad_mode``                an unknown controller mode or tier was requested
+``unknown_config_key``      a run's ``configurable.capsules`` has a key other than
+                            ``mode``, ``groups`` and ``record``
+``unknown_group``           a run's ``configurable.capsules.groups`` names no group of the plan
 ``bad_policy``              a ControllerPolicy field is out of range or inconsistent
 ``bad_agent``               lc.agent() got empty instructions/reads/writes, overlapping
                             reads and writes, or writes that do not fit its schema
@@ -62,6 +73,7 @@ __all__ = [
     "CapsuleError",
     "CapsuleMergeError",
     "CapsuleResumeError",
+    "member_routes_error",
 ]
 
 
@@ -101,3 +113,21 @@ class CapsuleResumeError(CapsuleError, RuntimeError):
 
 class CapsuleMergeError(CapsuleError, RuntimeError):
     """A merged call failed or its reply could not be split (handled by falling back)."""
+
+
+def member_routes_error(group: str, member: str | None, routing: str) -> CapsuleConfigError:
+    """The error a run raises when a grouped member routes (``Command(goto=...)``, ``Send``).
+
+    The group's gate already triggers the members' successors, so the member's own
+    routing would run its targets a second time; the run fails instead."""
+    who = f"node {member!r}" if member is not None else "a member"
+    return CapsuleConfigError(
+        f"{who} of group {group!r} returned {routing}: a grouped member's own routing would "
+        "run beside the group's gate, so its targets would run twice. Exclude the node "
+        f"(capsulize(..., exclude=[{member or '<node>'!r}]) or leave it out of groups=), or "
+        "give it a return type hint that names Command (e.g. Command[Literal[...]]) so the "
+        "pass leaves it ungrouped",
+        code="member_routes",
+        node=member,
+        group=group,
+    )

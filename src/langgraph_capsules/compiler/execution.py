@@ -414,6 +414,32 @@ class CapsuleRun:
         return self._outcome(exc if exc is not None else fut.result())
 
     def _outcome(self, result: Any) -> Outcome:
+        """One member's outcome from what its function returned or raised.
+
+        A returned ``Command(goto=...)``/``Send`` fails the run (``member_routes``): the
+        gate already triggers the successors, so the member's own routing would run
+        them twice. After a compound run in which members made real calls without
+        parking one, ``merge_stats["notes"]`` says why nothing merged for them (their
+        model is not a ``CapsuleChatModel``)."""
+        from langgraph_capsules.errors import member_routes_error
+        from langgraph_capsules.topology import returned_routing
+
+        unparked = [
+            m
+            for m in self.members
+            if self.tier != "fine"
+            and not self.slots[m].parked.done()
+            and any(r["member"] == m and r["kind"] == "real" for r in self.tracker.records)
+        ]
+        if unparked:
+            who = "no call" if len(unparked) == len(self.members) else "no call of a member"
+            self.merge_stats["notes"] = [
+                f"{who} went through a CapsuleChatModel, so nothing was merged for "
+                f"{', '.join(unparked)}: wrap the model with lc.CapsuleChatModel"
+            ]
+        routing = None if isinstance(result, BaseException) else returned_routing(result)
+        if routing is not None:
+            raise member_routes_error(self.rt.plan.name, None, routing)
         if isinstance(result, MergeAbort):
             return Outcome(reason=result.reason)
         if isinstance(result, GraphBubbleUp):

@@ -35,6 +35,9 @@ class GroupPlan:
     tiers: tuple[str, ...] = ("fine", "standard", "sequential")
     """Tiers the group can run. ``two_phase`` needs a declared agent with tools
     (:func:`langgraph_capsules.agent`); without one it runs as ``sequential``."""
+    notes: tuple[str, ...] = ()
+    """What the pass saw that may keep the group from merging (e.g. a member's chat
+    model not wrapped in ``CapsuleChatModel``)."""
 
     @property
     def capsule_node(self) -> str:
@@ -64,6 +67,8 @@ class CapsulePlan:
     """Nodes not in any group, with the reason."""
     plan_id: str = ""
     """A stable hash of the groups; stamped into every checkpoint of the capsule graph."""
+    notes: tuple[str, ...] = ()
+    """Plan-wide remarks (e.g. ``groups={}``: no groups, on purpose)."""
 
     def group(self, name: str) -> GroupPlan:
         """The group called ``name`` (``KeyError`` listing the groups otherwise)."""
@@ -87,14 +92,17 @@ class CapsulePlan:
                     "capsule_node": g.capsule_node,
                     "gate_node": g.gate_node,
                     "inferred": g.inferred,
+                    "notes": list(g.notes),
                 }
                 for g in self.groups
             ],
             "untouched": dict(self.untouched),
+            "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
         lines = [f"CapsulePlan {self.plan_id}: {len(self.groups)} group(s)"]
+        lines += [f"  note: {n}" for n in self.notes]
         for g in self.groups:
             how = "inferred" if g.inferred else "declared"
             lines.append(f"  group {g.name!r} ({how}): {', '.join(g.members)}")
@@ -103,6 +111,7 @@ class CapsulePlan:
             if "two_phase" not in g.tiers:
                 tiers += " (two_phase runs as sequential: no declared agent with tools)"
             lines.append(tiers)
+            lines += [f"    note: {n}" for n in g.notes]
         if self.untouched:
             lines.append("  left as they are:")
             for node, why in self.untouched.items():
@@ -153,9 +162,15 @@ def make_plan(
         ineligible.setdefault(node, "excluded by the user")
 
     planned: list[GroupPlan] = []
+    notes: list[str] = []
+    dropped: dict[str, str] = {}
     if groups is None:
         taken = set(known)
         for trig, members in topo.siblings(exclude=excluded):
+            clash = _routed_successor(members, topo, declared=False)
+            if clash is not None:
+                dropped.update(dict.fromkeys(members, clash))
+                continue
             name = infer_group_name(members, trig, taken)
             taken.add(name)
             planned.append(GroupPlan(name, tuple(members), trig, inferred=True))
@@ -166,18 +181,105 @@ def make_plan(
                 f"e.g. {{'arm': ['a', 'b']}}; got {type(groups).__name__}",
                 code="bad_group_name",
             )
+        if not groups:
+            notes.append(
+                "groups={} declares no groups, so nothing is grouped and the graph runs as "
+                "the original; omit groups= (or pass None) to infer fan-out groups"
+            )
         owner: dict[str, str] = {}
         for name, declared in groups.items():
-            planned.append(_check_group(name, list(declared), topo, ineligible, owner, known))
-    planned = [dataclasses.replace(g, tiers=_tiers(builder, g.members)) for g in planned]
+            members = _member_list(name, declared)
+            group = _check_group(name, members, topo, ineligible, owner, known)
+            clash = _routed_successor(group.members, topo, declared=True)
+            if clash is not None:
+                raise CapsuleConfigError(
+                    f"group {name!r} cannot run merged: {clash}. Remove the group, or declare "
+                    "the router's targets",
+                    code="successor_routed",
+                    group=name,
+                )
+            planned.append(group)
+    planned = [
+        dataclasses.replace(
+            g, tiers=_tiers(builder, g.members), notes=_group_notes(g.members, topo)
+        )
+        for g in planned
+    ]
     planned.sort(key=lambda g: g.name)
     in_group = {m for g in planned for m in g.members}
     untouched = {
-        n: ineligible.get(n, "not in any group")
+        n: ineligible.get(n) or dropped.get(n) or topo.uninferred.get(n) or "not in any group"
         for n in topo.nodes
         if n not in in_group and n not in (START, END)
     }
-    return CapsulePlan(tuple(planned), untouched, _plan_id(planned))
+    return CapsulePlan(tuple(planned), untouched, _plan_id(planned), tuple(notes))
+
+
+def _member_list(name: Any, declared: Any) -> list[str]:
+    """A group's members as declared: a list/tuple of node names (not a string)."""
+    if isinstance(declared, str) or not isinstance(declared, Iterable):
+        if isinstance(declared, str):  # list("m1") would be ['m', '1']
+            got, example = f"the string {declared!r}", f"[{declared!r}, ...]"
+        else:
+            got, example = f"a {type(declared).__name__}", "['a', 'b']"
+        raise CapsuleConfigError(
+            f"group {name!r} lists its members as {got}; give a list of node names, "
+            f"e.g. {{{name!r}: {example}}}",
+            code="bad_group_members",
+            group=str(name),
+        )
+    members = list(declared)
+    odd = [m for m in members if not isinstance(m, str)]
+    if odd:
+        raise CapsuleConfigError(
+            f"group {name!r} lists {odd[0]!r}, which is not a node name; give a list of "
+            "node names (strings)",
+            code="bad_group_members",
+            group=str(name),
+        )
+    return members
+
+
+def _routed_successor(members: Sequence[str], topo: Topology, *, declared: bool) -> str | None:
+    """Why a group's gate would make a successor run twice, or ``None``.
+
+    The gate runs one superstep after the members. A successor that a node outside the
+    group can also trigger at run time (conditional edge, ``Command``/``Send``) in the
+    members' superstep would then run twice where the original ran it once. A router
+    downstream of the members runs later and is safe; a router whose code merely may
+    route (unreadable code) is a doubt that keeps inferred groups only."""
+    mset = set(members)
+    successors = {
+        n
+        for n, trigs in topo.triggers.items()
+        for t in trigs
+        if n not in mset and mset & ({t} if isinstance(t, str) else set(t))
+    }
+    later = topo.descendants(members)
+    for src, targets in sorted(topo.routes.items()):
+        if src in mset or src in later or (declared and src in topo.uninferred):
+            continue
+        hit = sorted(successors if targets is None else successors & targets)
+        if hit:
+            how = "may route to any node" if targets is None else f"may route to {hit[0]!r}"
+            return (
+                f"its successor {hit[0]!r} may also be triggered at run time by {src!r} "
+                f"({how}, by a conditional edge or Command/Send) in the same superstep; the "
+                f"group's gate adds a superstep, so {hit[0]!r} would run twice. If {src!r} "
+                f"never routes to {hit[0]!r}, declare its targets (a Command[Literal[...]] "
+                "return hint, destinations= or a path_map)"
+            )
+    return None
+
+
+def _group_notes(members: Sequence[str], topo: Topology) -> tuple[str, ...]:
+    return tuple(
+        f"{m} calls a chat model not wrapped in CapsuleChatModel "
+        f"({', '.join(topo.unwrapped[m])}); its calls on it are never merged: wrap the model "
+        "with lc.CapsuleChatModel"
+        for m in members
+        if m in topo.unwrapped
+    )
 
 
 def _check_group(

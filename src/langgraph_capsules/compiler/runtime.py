@@ -55,6 +55,7 @@ from langgraph_capsules.compiler.judging import (
 from langgraph_capsules.compiler.modes import record_flag, resolve_mode, tier_for_mode
 from langgraph_capsules.compiler.plan import GroupPlan
 from langgraph_capsules.controller import Decision, decide
+from langgraph_capsules.errors import member_routes_error
 from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
@@ -63,6 +64,7 @@ from langgraph_capsules.strategies.standard import (
     DEFAULT_SECTION_WORDS,
 )
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
+from langgraph_capsules.topology import returned_routing
 from langgraph_capsules.types import (
     TIERS,
     CallRecord,
@@ -229,14 +231,22 @@ class GroupRuntime:
                 return config
             return merge_configs(config, {"metadata": {GUIDANCE_KEY: hint}})
 
+        def checked(ret: Any) -> Any:
+            # A member's own routing would fire beside the gate's edges: its targets
+            # would run twice. The plan keeps routing nodes out; this catches the rest.
+            routing = returned_routing(ret)
+            if routing is not None:
+                raise member_routes_error(self.plan.name, member, routing)
+            return ret
+
         def run(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = runnable.invoke(input, with_handler(guided(config), tracker))
+            ret = checked(runnable.invoke(input, with_handler(guided(config), tracker)))
             return [ret, report(input, ret, tracker)]
 
         async def arun(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = await runnable.ainvoke(input, with_handler(guided(config), tracker))
+            ret = checked(await runnable.ainvoke(input, with_handler(guided(config), tracker)))
             return [ret, report(input, ret, tracker)]
 
         return run, arun
@@ -534,16 +544,17 @@ class GroupRuntime:
         }
 
     def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command[Any]]:
-        """Fold single-value keys (one writer per key in a fan-out group); write reducer
-        keys once per member, in node-name order as LangGraph applies a superstep."""
-        folded: dict[str, Any] = {}
-        per_member: list[Command[Any]] = []
-        for _member, update in sorted(staged, key=lambda mu: mu[0]):
-            multi = {k: v for k, v in update.items() if _multi_write(self.channels.get(k))}
-            folded.update({k: v for k, v in update.items() if k not in multi})
-            if multi:
-                per_member.append(Command(update=multi))
-        return ([Command(update=folded)] if folded else []) + per_member
+        """One write per member, in node-name order as LangGraph applies a superstep.
+
+        All of them land in the gate's one superstep, so every channel sees exactly the
+        values it saw when the members ran as nodes: reducers apply once per member, and
+        two members writing one plain key raise LangGraph's own ``InvalidUpdateError``
+        ("At key 'x': Can receive only one value per step"), as the original graph does."""
+        return [
+            Command(update=dict(update))
+            for _member, update in sorted(staged, key=lambda mu: mu[0])
+            if update
+        ]
 
 
 def _update_of(ret: Any) -> dict[str, Any] | None:
