@@ -256,3 +256,46 @@ def test_chained_groups_and_join_entry() -> None:
         )
         assert sorted(out["items"]) == sorted(base["items"])
         assert calls.count("z") == 1 and len(calls) == 7
+
+
+def test_opaque_runnable_is_left_out_of_inferred_groups_but_may_be_declared() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    chain = RunnableLambda(lambda s: {"c": "c", "items": ["c"]}) | RunnableLambda(lambda u: u)
+    b = StateGraph(S2)
+    b.add_node("a", _node("a"))
+    b.add_node("b", _node("b"))
+    b.add_node("chain", chain)
+    for n in ("a", "b", "chain"):
+        b.add_edge(START, n)
+    plan = lc.capsulize(b).plan
+    assert [g.members for g in plan.groups] == [("a", "b")]
+    assert "cannot be read" in plan.untouched["chain"]
+    declared = lc.capsulize(b, groups={"g": ["a", "b", "chain"]})
+    assert declared.plan.group("g").members == ("a", "b", "chain")
+    base = b.compile().invoke({"items": []})
+    out = declared.compile().invoke({"items": []}, COMPOUND)
+    assert sorted(out["items"]) == sorted(base["items"]) and out["c"] == "c"
+
+
+def test_return_hints_decide_before_the_code_scan() -> None:
+    def vouched(state: S2) -> dict[str, Any]:
+        _ = Command  # refers to Command, but the hint says it returns updates
+        return {"a": "a"}
+
+    def plain_command(state: S2) -> Command:  # type: ignore[type-arg]
+        return Command(update={"b": "b"})
+
+    def no_hint(state: S2):  # type: ignore[no-untyped-def]
+        return {"c": "c"}
+
+    b = StateGraph(S2)
+    for name, fn in (("vouched", vouched), ("cmd", plain_command), ("plain", no_hint)):
+        b.add_node(name, fn)
+        b.add_edge(START, name)
+    plan = lc.capsulize(b).plan
+    assert [g.members for g in plan.groups] == [("vouched", "plain")]
+    assert "return type hint" in plan.untouched["cmd"]
+    with pytest.raises(lc.CapsuleConfigError) as e:
+        lc.capsulize(b, groups={"g": ["vouched", "cmd"]})
+    assert e.value.code == "ineligible_node" and e.value.node == "cmd"

@@ -13,6 +13,7 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_capsules._compat import clone_builder
+from langgraph_capsules.compiler.modes import check_run_config
 from langgraph_capsules.compiler.plan import CapsulePlan, make_plan
 from langgraph_capsules.compiler.rewrite import rewrite
 from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
@@ -35,8 +36,15 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     """A ``CompiledStateGraph`` that refuses to continue threads of another plan.
 
     Everything else is inherited unchanged: invoke, ainvoke, stream, astream, batch,
-    get_state, update_state, get_graph and drawing.
+    get_state, update_state, get_graph and drawing. Every run's
+    ``configurable.capsules`` is checked against the plan before anything runs.
     """
+
+    _capsule_groups: tuple[str, ...] = ()
+    """The plan's group names (set by :meth:`CapsuleGraph.compile`)."""
+
+    def _check_run(self, config: RunnableConfig | None) -> None:
+        check_run_config(merge_configs(self.config, config), self._capsule_groups)
 
     def _plan_id(self) -> str | None:
         return ((self.config or {}).get("metadata") or {}).get(PLAN_KEY)
@@ -85,12 +93,14 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
+        self._check_run(config)
         self._check_thread(config)
         yield from super().stream(input, config, **kwargs)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
+        self._check_run(config)
         await self._acheck_thread(config)
         async for chunk in super().astream(input, config, **kwargs):
             yield chunk
@@ -231,6 +241,7 @@ class CapsuleGraph:
             compiled.config, {"metadata": {PLAN_KEY: self.plan.plan_id}}
         )
         compiled.__class__ = CapsuleCompiledStateGraph
+        compiled._capsule_groups = tuple(g.name for g in self.plan.groups)  # type: ignore[attr-defined]
         return compiled
 
     def _remap(self, names: Sequence[str] | str | None, *, after: bool) -> Any:
@@ -253,8 +264,14 @@ class CapsuleGraph:
             last: How many recent runs per group to show.
             print_: Also print the table.
         """
-        data: dict[str, Any] = {"plan_id": self.plan.plan_id, "mode": self.mode, "groups": {}}
+        data: dict[str, Any] = {
+            "plan_id": self.plan.plan_id,
+            "mode": self.mode,
+            "groups": {},
+            "notes": list(self.plan.notes),
+        }
         lines = [f"capsule plan {self.plan.plan_id} (mode={self.mode})"]
+        lines += [f"note: {n}" for n in self.plan.notes]
         head = (
             f"  {'run':>4} {'tier':<9} {'calls':>5} {'input':>8} {'cached':>7} "
             f"{'output':>7} {'quality':>7}  notes"
@@ -266,8 +283,10 @@ class CapsuleGraph:
                 "members": list(g.members),
                 "runs": rows,
                 "next_auto_run": decision.to_dict(),
+                "notes": list(g.notes),
             }
             lines.append(f"group {g.name}: {', '.join(g.members)}")
+            lines += [f"  note: {n}" for n in g.notes]
             why = decision.reasons[0] if decision.reasons else ""
             lines.append(f"  next auto run: {decision.tier} ({why})")
             if not rows:
@@ -301,7 +320,18 @@ def _notes(r: GroupRunRecord) -> str:
     if r.get("judge_calls"):
         notes.append(f"judge {r['judge_calls']} call(s)")
     notes += [f"fallback {m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"]]
+    run_notes: Any = dict(r).get("notes") or []  # what the capsule node saw (GroupRunRecord)
+    notes += [str(n) for n in run_notes]
     return "; ".join(notes) or "-"
+
+
+def _check_count(name: str, value: Any, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CapsuleConfigError(
+            f"{name} must be a whole number >= 1 ({meaning}); got {value!r}. Pass a positive "
+            f"int, or leave {name} out for the default",
+            code="bad_option",
+        )
 
 
 def capsulize(
@@ -325,16 +355,19 @@ def capsulize(
     Args:
         builder: An uncompiled (or already compiled) ``StateGraph`` builder whose nodes
             call a :class:`~langgraph_capsules.CapsuleChatModel`.
-        groups: ``{"name": ["node", ...]}``; default: infer fan-out groups (siblings
-            sharing their predecessors, 2+ each).
+        groups: ``{"name": ["node", ...]}``; default (``None``): infer fan-out groups
+            (siblings sharing their predecessors, 2+ each). ``{}`` declares no groups:
+            the graph runs as the original and the plan says so.
         exclude: Nodes never to group.
         mode: Default controller mode: ``"auto"``,
             ``"observe"``, ``"fine"``, ``"compound"`` (= standard) or ``"standard"``.
             ``auto`` asks the controller each run (:meth:`CapsuleGraph.explain`).
             A run may override it with
             ``config={"configurable": {"capsules": {"mode": ..., "groups": {g: ...}}}}``.
-        section_words: Word budget per section in the merged prompt's structural hint.
-        history_size: How many per-group run records :meth:`CapsuleGraph.report` keeps.
+        section_words: Word budget per section in the merged prompt's structural hint
+            (an int >= 1).
+        history_size: How many per-group run records :meth:`CapsuleGraph.report` keeps
+            (an int >= 1).
         policy: The controller policy for ``auto`` runs: a :class:`ControllerPolicy`,
             a preset name (``"aggressive"``, ``"balanced"``, ``"conservative"``) or a
             dict of overrides; default balanced. Without a judge the quality gate is
@@ -382,6 +415,8 @@ def capsulize(
             code="unsupported_state",
         )
     tier_for_mode(mode)  # validates the mode early
+    _check_count("section_words", section_words, "the word budget per section of a merged call")
+    _check_count("history_size", history_size, "how many run records report() keeps")
     if isinstance(exclude, str):
         exclude = (exclude,)
     topo = read_topology(builder)
