@@ -317,6 +317,12 @@ def _notes(r: GroupRunRecord) -> str:
         f"{s['input_tokens']} in"
         for s in r.get("shadow") or []
     ]
+    audit = r.get("audit")
+    if audit:
+        notes.append(
+            f"audit (served {audit['served']}): fine {audit['calls']} call(s), "
+            f"{audit['input_tokens']} in"
+        )
     if r.get("judge_calls"):
         notes.append(f"judge {r['judge_calls']} call(s)")
     notes += [f"fallback {m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"]]

@@ -35,6 +35,7 @@ from langgraph_capsules.errors import CapsuleConfigError
 __all__ = [
     "DEFAULT_SCORE_WEIGHTS",
     "PRESETS",
+    "AuditServe",
     "CompoundExecutionModel",
     "ControllerPolicy",
     "MergedOutputStructure",
@@ -50,6 +51,7 @@ PromptStyle = Literal["standard", "compact"]
 MergedOutputStructure = Literal["none", "budgeted", "budgeted_adaptive", "reinforced"]
 OutputGuidance = Literal["none", "auto", "concise", "moderate", "brief"]
 SequentialContextStrategy = Literal["full", "predecessor_only"]
+AuditServe = Literal["fine", "compound"]
 
 DEFAULT_SCORE_WEIGHTS: tuple[float, float, float, float, float] = (0.45, 0.25, 0.0, 0.25, 0.05)
 """Composition-score weights of every preset: r_oh, agent count, (dropped) mean output,
@@ -59,7 +61,8 @@ PRESETS: tuple[str, ...] = ("aggressive", "balanced", "conservative")
 """Names accepted by :meth:`ControllerPolicy.coerce` (``sensitivity=`` presets)."""
 
 # Table 3.2 of the spec: switching thresholds per preset (weights are shared; the quality
-# floor is deliberately not part of any preset).
+# floor is deliberately not part of any preset). [ours] Audit sampling per preset: the more
+# eager a preset is to merge, the less it pays to check merges on unique inputs.
 _PRESET_VALUES: dict[str, dict[str, Any]] = {
     "aggressive": {
         "compose_at": 0.18,
@@ -67,6 +70,8 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
         "confidence": 0.65,
         "min_observations": 2,
         "window_size": 5,
+        "audit_rate": 0.1,
+        "audit_max_cost_share": 0.3,
     },
     "balanced": {
         "compose_at": 0.23,
@@ -74,6 +79,8 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
         "confidence": 0.80,
         "min_observations": 3,
         "window_size": 10,
+        "audit_rate": 0.2,
+        "audit_max_cost_share": 0.5,
     },
     "conservative": {
         "compose_at": 0.35,
@@ -81,6 +88,8 @@ _PRESET_VALUES: dict[str, dict[str, Any]] = {
         "confidence": 0.90,
         "min_observations": 5,
         "window_size": 10,
+        "audit_rate": 0.25,
+        "audit_max_cost_share": 0.5,
     },
 }
 
@@ -90,6 +99,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "merged_output_structure": ("none", "budgeted", "budgeted_adaptive", "reinforced"),
     "output_guidance": ("none", "auto", "concise", "moderate", "brief"),
     "sequential_context_strategy": ("full", "predecessor_only"),
+    "audit_serve": ("fine", "compound"),
 }
 _PROBABILITIES = (
     "compose_at",
@@ -97,6 +107,8 @@ _PROBABILITIES = (
     "confidence",
     "error_rate_threshold",
     "context_util_threshold",
+    "audit_rate",
+    "audit_max_cost_share",
 )
 _POSITIVE_INTS = (
     "min_observations",
@@ -106,6 +118,7 @@ _POSITIVE_INTS = (
     "verbosity_guidance_threshold",
     "escalation_min_failures",
     "escalation_decay_window",
+    "judge_failure_limit",
 )
 _BOOLS = ("cache_aligned_prompts", "escalation_enabled")
 
@@ -193,6 +206,24 @@ class ControllerPolicy:
     """Consecutive below-floor readings that trigger escalation (or the hard revert)."""
     escalation_decay_window: int = 5
     """Consecutive at-or-above-floor readings that drop one tier."""
+    audit_rate: float = 0.2
+    """[ours] Share of compound runs audited while the gate is active: the group also runs
+    fine on the same input and the compound output is judged against it, so the gate has
+    readings on unique inputs (no fine output of the same task). Deterministic: a run is
+    audited when it is the ``ceil(1 / audit_rate)``-th compound run since the last judged
+    one; a reading below the floor is confirmed on the next run, and the first run on a
+    rung with no reading is audited. ``0`` turns audits off (only same-task readings)."""
+    audit_serve: AuditServe = "fine"
+    """Which output the user gets on an audit run: ``fine`` (the safer: the reference) or
+    ``compound`` (what the group runs anyway; failed sections still fall back)."""
+    audit_max_cost_share: float = 0.5
+    """Routine audits are skipped while audit tokens (the fine reference run and the
+    judge's calls) exceed this share of the group's tokens over the last ``window_size``
+    runs; confirming a reading below the floor is never skipped. ``1.0``: no cap."""
+    judge_failure_limit: int = 2
+    """Consecutive no-score judgements (the judge raised or returned garbage) after which
+    shadow evaluations and audits pause; the pause grows like the switch back-off
+    (``min_observations x min(1 + pauses, 5)`` runs). While paused the gate is off."""
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -296,7 +327,7 @@ class ControllerPolicy:
     @classmethod
     def aggressive(cls, **overrides: Any) -> ControllerPolicy:
         """The aggressive preset: compose_at 0.18, decompose_at 0.14, confidence 0.65,
-        min_observations 2, window 5.
+        min_observations 2, window 5; audits 1 in 10 compound runs, cost cap 0.3.
 
         Args:
             **overrides: Any field to change on top of the preset.
@@ -316,7 +347,8 @@ class ControllerPolicy:
     @classmethod
     def balanced(cls, **overrides: Any) -> ControllerPolicy:
         """The balanced preset (the default): compose_at 0.23, decompose_at 0.10,
-        confidence 0.80, min_observations 3, window 10.
+        confidence 0.80, min_observations 3, window 10; audits 1 in 5 compound runs, cost
+        cap 0.5.
 
         Args:
             **overrides: Any field to change on top of the preset.
@@ -336,7 +368,7 @@ class ControllerPolicy:
     @classmethod
     def conservative(cls, **overrides: Any) -> ControllerPolicy:
         """The conservative preset: compose_at 0.35, decompose_at 0.10, confidence 0.90,
-        min_observations 5, window 10.
+        min_observations 5, window 10; audits 1 in 4 compound runs, cost cap 0.5.
 
         Args:
             **overrides: Any field to change on top of the preset.

@@ -27,12 +27,26 @@ from langchain_core.tracers.context import register_configure_hook
 from langgraph_capsules._session import MergeAbort
 from langgraph_capsules.types import CallRecord
 
-__all__ = ["UsageReport", "UsageTracker", "cache_read_tokens", "track_usage"]
+__all__ = [
+    "AUDIT_KEY",
+    "JUDGE_KEY",
+    "PURPOSES",
+    "SHADOW_KEY",
+    "UsageReport",
+    "UsageTracker",
+    "cache_read_tokens",
+    "track_usage",
+]
 
 JUDGE_KEY = "capsule_judge"
 """Run metadata marking a quality-gate judge call (set by the judges and the gate)."""
 SHADOW_KEY = "capsule_shadow"
 """Run metadata marking a call of a shadow evaluation (set by the capsule node)."""
+AUDIT_KEY = "capsule_audit"
+"""Run metadata marking a call of an audit's fine reference run (set by the capsule node)."""
+PURPOSES: tuple[str, ...] = ("run", "shadow", "judge", "audit")
+"""Why a call was made: the user's output, or the quality gate's overhead (see
+:class:`~langgraph_capsules.types.CallRecord`)."""
 
 
 def cache_read_tokens(usage: dict[str, Any] | None) -> int:
@@ -120,6 +134,8 @@ class UsageTracker(BaseCallbackHandler):
             purpose = "judge"
         elif md.get(SHADOW_KEY):
             purpose = "shadow"
+        elif md.get(AUDIT_KEY):
+            purpose = "audit"
         group = md.get("capsule_group") or rmeta.get("capsule_group")
         member = md.get("capsule_member") or rmeta.get("capsule_member")
         if member is None and group is not None and kind != "merged":
@@ -184,7 +200,7 @@ class UsageReport:
         out["merged_calls"] = sum(1 for r in rows if r["kind"] == "merged")
         out["served_calls"] = sum(1 for r in rows if r["kind"] == "served")
         out["unmergeable_calls"] = sum(1 for r in rows if r["kind"] == "unmergeable")
-        for purpose in ("shadow", "judge"):
+        for purpose in PURPOSES[1:]:
             own = [r for r in billed if r.get("purpose") == purpose]
             out[f"{purpose}_calls"] = len(own)
             out[f"{purpose}_input_tokens"] = sum(_int(r, "input_tokens") for r in own)
@@ -197,10 +213,10 @@ class UsageReport:
         return self._sum(self.calls)
 
     def by_purpose(self) -> dict[str, dict[str, Any]]:
-        """Totals per purpose: ``run`` (the user's output), ``shadow`` and ``judge``
-        (the quality gate's overhead; part of the honest total)."""
+        """Totals per purpose: ``run`` (the user's output), ``shadow``, ``judge`` and
+        ``audit`` (the quality gate's overhead; part of the honest total)."""
         out: dict[str, dict[str, Any]] = {}
-        for purpose in ("run", "shadow", "judge"):
+        for purpose in PURPOSES:
             out[purpose] = self._sum([r for r in self.calls if r.get("purpose") == purpose])
         return out
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
+from typing_extensions import NotRequired
+
 __all__ = [
     "COMPOUND_TIERS",
     "MODES",
     "TIERS",
+    "AuditSummary",
     "CallRecord",
     "GroupRunRecord",
     "MemberUsage",
@@ -61,10 +64,12 @@ class CallRecord(TypedDict):
     """``merged``: the one call that answered a group; ``served``: a member's call answered
     from it (zero usage); ``unmergeable``: a tool/structured-output call that passed through
     inside a session; ``real``: any other call."""
-    purpose: Literal["run", "shadow", "judge"]
+    purpose: Literal["run", "shadow", "judge", "audit"]
     """``shadow``: a call of a shadow evaluation (a compound tier run beside fine on the
-    switch run, its output discarded); ``judge``: a quality-gate judge call; ``run``:
-    every call that produced the user's output. All three are billed."""
+    switch run, its output discarded); ``judge``: a quality-gate judge call; ``audit``: a
+    call of the fine reference run of an audit (a compound run also run fine to be
+    judged; the user gets it when ``audit_serve="fine"``); ``run``: every other call
+    that produced the user's output. All four are billed."""
     tier: str | None
     model: str | None
     input_tokens: int
@@ -101,6 +106,18 @@ class GroupRunRecord(TypedDict):
     """LLM calls the judge made for this run (not included in ``calls``)."""
     judge_input_tokens: int
     judge_output_tokens: int
+    audit: NotRequired[AuditSummary | None]
+    """The audit of this compound run (its fine reference run), else None."""
+
+
+class AuditSummary(TypedDict):
+    """The fine reference run of an audit (its calls are not in the run's ``calls``)."""
+
+    served: str
+    """Which output the user got: ``fine`` or ``compound``."""
+    calls: int
+    input_tokens: int
+    output_tokens: int
 
 
 class ShadowSummary(TypedDict):
@@ -160,3 +177,14 @@ class Observation(TypedDict):
     the fine output of the same task, a shadow record against its run's fine output."""
     shadow: bool
     """True when a compound tier ran beside fine on the same input only to be judged."""
+    audit: NotRequired[bool]
+    """True on an audit run: a compound run also run fine (or, with a reference-free
+    judge, judged alone) so that the gate has a reading on a unique input. Absent in
+    records written before audits existed (read as False)."""
+    audit_calls: NotRequired[int]
+    """Calls the audit added (the fine reference run plus the judge's calls)."""
+    audit_input_tokens: NotRequired[int]
+    audit_output_tokens: NotRequired[int]
+    judge_error: NotRequired[bool]
+    """True when a judgement was attempted and gave no score (the judge raised or
+    returned garbage); consecutive ones pause the judge. Absent: not recorded."""

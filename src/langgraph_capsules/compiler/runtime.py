@@ -36,6 +36,13 @@ from langgraph_capsules._compat import (
     node_runnable,
 )
 from langgraph_capsules.agents import GUIDANCE_KEY
+from langgraph_capsules.compiler.audit_run import (
+    apply_audit,
+    audit_async,
+    audit_judge_args,
+    audit_summary,
+    audit_sync,
+)
 from langgraph_capsules.compiler.execution import (
     CapsuleRun,
     Outcome,
@@ -106,6 +113,17 @@ def _multi_write(channel: Any) -> bool:
     return isinstance(channel, BinaryOperatorAggregate) or type(channel).__name__ == "Topic"
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a group: its tier, the tiers shadow-evaluated beside it, whether it is
+    an audit, and whether the judge is paused (no judging at all)."""
+
+    tier: Tier
+    shadows: tuple[Tier, ...] = ()
+    audit: bool = False
+    judge_paused: bool = False
+
+
 @dataclass
 class GroupRuntime:
     """Everything one group's added nodes need at run time."""
@@ -145,19 +163,20 @@ class GroupRuntime:
         return self.judge is not None and self.policy.quality_floor is not None
 
     # ----------------------------------------------------------------- routing
-    def run_plan(self, config: RunnableConfig | None) -> tuple[Tier, tuple[Tier, ...]]:
-        """This run's tier and the compound tiers to shadow-evaluate beside it.
+    def run_plan(self, config: RunnableConfig | None) -> RunPlan:
+        """This run's tier, the compound tiers to shadow-evaluate beside it and whether
+        it is an audit.
 
         A locked mode gives its tier and no shadow; ``auto`` asks the controller over
         the group's observation history (a pure function of it, so every worker sharing
         the store decides alike)."""
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         if mode == "two_phase" and "two_phase" in self.built_tiers:
-            return "two_phase", ()
+            return RunPlan("two_phase")
         if mode != "auto" or self.store is None:
-            return tier_for_mode(mode, self.plan.name), ()
-        decision = self.decide()
-        return decision.tier, (decision.shadow_tiers if decision.shadow else ())
+            return RunPlan(tier_for_mode(mode, self.plan.name))
+        d = self.decide()
+        return RunPlan(d.tier, d.shadow_tiers if d.shadow else (), d.audit, d.judge_paused)
 
     def decide(self) -> Decision:
         """The controller's decision for the group's next ``auto`` run."""
@@ -195,8 +214,8 @@ class GroupRuntime:
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
         """Router on each predecessor: members (fine) or the capsule node (compound or a
         shadow evaluation)."""
-        tier, shadows = self.run_plan(config)
-        if tier == "fine" and not shadows:
+        plan = self.run_plan(config)
+        if plan.tier == "fine" and not plan.shadows:
             return list(self.plan.members)
         return self.plan.capsule_node
 
@@ -310,23 +329,33 @@ class GroupRuntime:
 
     def capsule_sync(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The capsule node (sync graphs)."""
-        tier, shadows = self.run_plan(config)
-        if shadows:
-            return self._shadow_sync(state, config, shadows)
-        if tier == "fine":
+        plan = self.run_plan(config)
+        if plan.shadows:
+            return self._shadow_sync(state, config, plan.shadows)
+        if plan.tier == "fine":
             return self._stage_fine()
-        run = CapsuleRun(self, state, config, tier)
-        return run.stage(run.execute_sync())
+        if plan.audit:
+            return audit_sync(self, state, config, plan.tier)
+        run = CapsuleRun(self, state, config, plan.tier)
+        return self._judge_off(run.stage(run.execute_sync()), plan)
 
     async def capsule_async(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The capsule node (async graphs)."""
-        tier, shadows = self.run_plan(config)
-        if shadows:
-            return await self._shadow_async(state, config, shadows)
-        if tier == "fine":
+        plan = self.run_plan(config)
+        if plan.shadows:
+            return await self._shadow_async(state, config, plan.shadows)
+        if plan.tier == "fine":
             return self._stage_fine()
-        run = CapsuleRun(self, state, config, tier)
-        return run.stage(await run.execute_async())
+        if plan.audit:
+            return await audit_async(self, state, config, plan.tier)
+        run = CapsuleRun(self, state, config, plan.tier)
+        return self._judge_off(run.stage(await run.execute_async()), plan)
+
+    def _judge_off(self, out: dict[str, Any], plan: RunPlan) -> dict[str, Any]:
+        """While the judge is paused the gate judges nothing, not even same-task runs."""
+        if plan.judge_paused:
+            out[self.plan.channel]["staging"]["judge"] = False
+        return out
 
     def _stage_fine(self) -> dict[str, Any]:
         staging = {"tier": "fine", "route": list(self.plan.members), "updates": []}
@@ -336,7 +365,8 @@ class GroupRuntime:
     def _shadow_sync(
         self, state: dict[str, Any], config: RunnableConfig, tiers: Sequence[Tier]
     ) -> dict[str, Any]:
-        """The switch run: fine for the user, then each shadow tier judged against it."""
+        """The switch run: fine for the user, then each shadow tier judged against it
+        (the walk stops at the first tier that passes, or when the judge fails)."""
         fine = CapsuleRun(self, state, config, "fine")
         outcomes = fine.execute_sync()
         shadows: list[dict[str, Any]] = []
@@ -346,8 +376,8 @@ class GroupRuntime:
             args = self._shadow_judge_args(fine, outcomes, candidate)
             judgement = run_judge(*args, config)
             shadows.append(run.shadow_record(candidate, judgement))
-            if self._passes(judgement):
-                break
+            if self._passes(judgement) or judgement.score is None:
+                break  # a failed judge would fail the next tier too: no more calls
         return fine.stage(outcomes, shadow_runs=shadows)
 
     async def _shadow_async(
@@ -363,8 +393,8 @@ class GroupRuntime:
             args = self._shadow_judge_args(fine, outcomes, candidate)
             judgement = await in_thread(run_judge, *args, config)
             shadows.append(run.shadow_record(candidate, judgement))
-            if self._passes(judgement):
-                break
+            if self._passes(judgement) or judgement.score is None:
+                break  # a failed judge would fail the next tier too: no more calls
         return fine.stage(outcomes, shadow_runs=shadows)
 
     def _shadow_judge_args(
@@ -404,17 +434,24 @@ class GroupRuntime:
     def _judge_args(
         self, state: Mapping[str, Any], config: RunnableConfig
     ) -> tuple[Judge, str, str, str] | None:
-        """What the gate judges: a compound run's output against the fine output of the
-        same task. A fine run's output is kept as that task's baseline instead."""
+        """What the gate judges: an audit run's compound output against its fine
+        reference (or alone, for a reference-free judge), else a compound run's output
+        against the fine output of the same task. A fine run's output is kept as that
+        task's baseline instead."""
         # locked modes bypass the judge, unless the run asks to be recorded
         # (``capsules.record``: what the oracle ablation uses)
         if self.judge is None or not self._recorded(config):
             return None
         found = self._task_outputs(state)
-        if found is None:
+        staging = (state.get(self.plan.channel) or {}).get("staging") or {}
+        audit = staging.get("audit")
+        if audit is not None:
+            if found is not None and audit.get("reference") is not None:
+                self.baselines.put(found[0], audit["reference"])
+            return audit_judge_args(self.judge, staging, None if found is None else found[1])
+        if found is None or staging.get("judge") is False:
             return None
         key, outputs = found
-        staging = (state.get(self.plan.channel) or {}).get("staging") or {}
         if staging.get("tier", "fine") == "fine":
             self.baselines.put(key, outputs)
             return None
@@ -451,6 +488,7 @@ class GroupRuntime:
         obs = self._observation(staging, usage, tier, fallback)
         if judgement is not None:
             obs["quality"] = judgement.score
+        apply_audit(obs, staging, judgement)
         shadows = [self._shadow_observation(obs, s) for s in staging.get("shadow_runs") or []]
         if self.store is not None and self._recorded(config):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
@@ -487,6 +525,7 @@ class GroupRuntime:
                 "judge_calls": sum(j["calls"] for j in judge_runs),
                 "judge_input_tokens": sum(j["input_tokens"] for j in judge_runs),
                 "judge_output_tokens": sum(j["output_tokens"] for j in judge_runs),
+                "audit": audit_summary(staging),
             }
         )
         commits = self._commit(staging.get("updates") or [])
@@ -500,6 +539,7 @@ class GroupRuntime:
         obs["time"] = main["time"]
         obs["quality"] = shadow["judgement"]["score"]
         obs["shadow"] = True
+        obs["judge_error"] = obs["quality"] is None
         return obs
 
     def _observation(

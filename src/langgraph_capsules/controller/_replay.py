@@ -22,6 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from langgraph_capsules.controller.audit import (
+    AuditWork,
+    audit_due,
+    judge_pause_reason,
+    judge_paused,
+    observe_run,
+)
 from langgraph_capsules.controller.gate import (
     gate_active,
     ladder_step,
@@ -87,6 +94,8 @@ class Work:
     observations: int = 0
     runs: int = 0
     events: list[str] = field(default_factory=list)
+    audit: AuditWork = field(default_factory=AuditWork)
+    """Audit sampling and judge health (``controller/audit.py``)."""
 
     def fine_output_per_agent(self, window: int) -> tuple[float | None, int]:
         recent = self.fine_outputs[-window:]
@@ -125,6 +134,9 @@ class Plan:
     tier: Tier
     shadow_tiers: tuple[Tier, ...]
     reasons: tuple[str, ...]
+    audit: bool = False
+    """Audit the compound run: also run fine (unless the judge is reference-free) and
+    judge compound against it."""
 
 
 def _choice(work: Work, ctx: Context, *, override: Tier | None) -> TierChoice:
@@ -158,6 +170,18 @@ def auto_plan(work: Work, ctx: Context) -> Plan:
                 f"floor {ctx.policy.quality_floor:.2f}"
             )
         why.append(switch_down(work.stint_scores, ctx.policy).reason)
+        if ctx.gate:
+            call = audit_due(
+                work.audit,
+                ctx.policy,
+                runs=work.runs,
+                tier=work.tier,
+                fail_streak=work.fail_streak,
+                tier_readings=work.quality_seen.get(work.tier, 0),
+                last_below_floor=q[-1] < (ctx.policy.quality_floor or 0.0) if q else False,
+            )
+            why.append(call.reason)
+            return Plan(work.tier, (), tuple(why), audit=call.audit)
         return Plan(work.tier, (), tuple(why))
     check = switch_up(work.fresh_fine, ctx.policy, work.revert_count)
     if not check.fires:
@@ -167,7 +191,8 @@ def auto_plan(work: Work, ctx: Context) -> Plan:
     if choice.tier == "fine":
         reasons.append("no compound tier is built: staying fine")
         return Plan("fine", (), tuple(reasons))
-    if ctx.gate:
+    paused = ctx.gate and judge_paused(work.audit, work.runs)
+    if ctx.gate and not paused:
         tiers: tuple[Tier, ...] = (choice.tier,)
         if ctx.policy.compound_execution_model == "auto":
             rank = tier_rank(choice.tier)
@@ -177,6 +202,9 @@ def auto_plan(work: Work, ctx: Context) -> Plan:
             "next run; the user gets fine"
         )
         return Plan("fine", tiers, tuple(reasons))
+    if paused:
+        reasons.append(f"{judge_pause_reason(work.audit)}: run {choice.tier} directly, ungated")
+        return Plan(choice.tier, (), tuple(reasons))
     reasons.append(
         f"quality gate inactive (no judge or no quality_floor): run {choice.tier} directly"
     )
@@ -212,11 +240,15 @@ def _compound_run(work: Work, ctx: Context, obs: Observation, score: float, end:
     work.stint_latency.append(float(obs.get("latency_s", 0.0) or 0.0))
     quality = obs.get("quality")
     if ctx.gate:
-        if quality is None:
+        if quality is None and judge_paused(work.audit, work.runs - 1):
+            work.events.append(f"this {work.tier} run was not judged: the judge is paused")
+        elif quality is None:
             work.judge_failures += 1
             work.events.append(
-                f"no score for this {work.tier} run (no fine output of the same task to judge "
-                "against, or the judge failed): not counted"
+                f"the judge failed on this {work.tier} run (no score; not counted)"
+                if obs.get("judge_error")
+                else f"no score for this {work.tier} run (no fine output of the same task to "
+                "judge against, or the judge failed): not counted"
             )
         else:
             tier = work.tier
@@ -309,6 +341,7 @@ def _replay_run(work: Work, ctx: Context, end: int, run: list[Observation]) -> N
             q = o.get("quality")
             readings.append((t, None if q is None else float(q)))
         _shadow_run(work, ctx, plan, readings, end)
+    work.events.extend(observe_run(work.audit, run, run_number=work.runs, policy=ctx.policy))
 
 
 def _shadow_run(

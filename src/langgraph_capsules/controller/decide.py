@@ -30,7 +30,7 @@ bypassed; ``compound`` means the cheapest built compound tier).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langgraph_capsules.controller._replay import (
@@ -41,6 +41,7 @@ from langgraph_capsules.controller._replay import (
     make_context,
     replay,
 )
+from langgraph_capsules.controller.audit import judge_health_reason, judge_paused
 from langgraph_capsules.controller.state import ControllerState
 from langgraph_capsules.controller.tiers import DEFAULT_BUILT_TIERS, nearest_built
 from langgraph_capsules.errors import CapsuleConfigError
@@ -74,6 +75,13 @@ class Decision:
     """The group's state after the history."""
     reasons: tuple[str, ...]
     """Plain-English reasons: what the last run changed, then why this tier."""
+    audit: bool = False
+    """An audit run (compound, gate active): the compound tier runs and, unless the judge
+    is reference-free, fine runs on the same input too; the user gets the output
+    ``policy.audit_serve`` names and compound is judged against fine."""
+    judge_paused: bool = False
+    """The judge failed ``judge_failure_limit`` times in a row: no shadow evaluation,
+    audit or judging until the pause ends (the reasons say until which run)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The decision as plain, JSON-safe data.
@@ -90,6 +98,8 @@ class Decision:
             "shadow": self.shadow,
             "shadow_tiers": list(self.shadow_tiers),
             "mode": self.mode,
+            "audit": self.audit,
+            "judge_paused": self.judge_paused,
             "reasons": list(self.reasons),
             "state": self.state.to_dict(),
         }
@@ -98,6 +108,8 @@ class Decision:
         head = f"run {self.tier}"
         if self.shadow:
             head += f" (shadow-evaluate {', then '.join(self.shadow_tiers)} beside it)"
+        if self.audit:
+            head += " (audit: judge it against fine on the same input)"
         lines = [f"{head} [mode {self.mode}]"]
         lines += [f"  - {r}" for r in self.reasons]
         lines.append(f"  state: {self.state}")
@@ -226,6 +238,9 @@ def decide(
                 f"auto would {would} ({plan.reasons[0]})",
             ),
         )
+    health = judge_health_reason(work.audit, work.runs, policy) if ctx.gate else None
+    if health is not None and not any(health in r for r in plan.reasons):
+        plan = replace(plan, reasons=(*plan.reasons, health))
     return Decision(
         tier=plan.tier,
         shadow=bool(plan.shadow_tiers),
@@ -233,6 +248,8 @@ def decide(
         mode=mode,
         state=state,
         reasons=(*events, *plan.reasons),
+        audit=plan.audit,
+        judge_paused=ctx.gate and judge_paused(work.audit, work.runs),
     )
 
 

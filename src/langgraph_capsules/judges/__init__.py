@@ -8,7 +8,10 @@ when the judgement failed.
   default.
 * :class:`SchemaComplianceJudge`, :class:`ConsistencyJudge`: the reference
   implementation's non-LLM evaluators.
-* :class:`LLMJudge`: a versioned rubric scored by any chat model in both orders.
+* :class:`LLMJudge`: a versioned rubric scored by any chat model in both orders, or
+  against the task alone (``reference_free=True``).
+* :func:`is_reference_free`: whether a judge needs no reference (the gate then audits
+  compound runs without running fine).
 * :func:`as_judge`: accept plain functions and openevals evaluators.
 * :func:`measure_mdd`: a judge's noise and minimum detectable difference.
 """
@@ -16,7 +19,7 @@ when the judgement failed.
 from __future__ import annotations
 
 from langgraph_capsules.judges.adapter import CallableJudge, EvaluatorJudge, as_judge
-from langgraph_capsules.judges.base import Judge, JudgeResult
+from langgraph_capsules.judges.base import Judge, JudgeResult, is_reference_free
 from langgraph_capsules.judges.consistency import ConsistencyJudge
 from langgraph_capsules.judges.facts import FactRecallJudge
 from langgraph_capsules.judges.llm import (
@@ -26,6 +29,8 @@ from langgraph_capsules.judges.llm import (
     JUDGE_TAG,
     ORDERS,
     RUBRICS,
+    TASK_ONLY,
+    TASK_RUBRIC_VERSION,
     LLMJudge,
     Rubric,
     RubricReply,
@@ -44,6 +49,8 @@ __all__ = [
     "PUBLISHED_MDD",
     "RUBRICS",
     "STOP_WORDS",
+    "TASK_ONLY",
+    "TASK_RUBRIC_VERSION",
     "CallableJudge",
     "ConsistencyJudge",
     "EvaluatorJudge",
@@ -56,6 +63,7 @@ __all__ = [
     "RubricReply",
     "SchemaComplianceJudge",
     "as_judge",
+    "is_reference_free",
     "measure_mdd",
     "parse_rubric_reply",
 ]

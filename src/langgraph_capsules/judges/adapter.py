@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langgraph_capsules.errors import CapsuleConfigError
-from langgraph_capsules.judges.base import Judge, JudgeResult
+from langgraph_capsules.judges.base import Judge, JudgeResult, is_reference_free
 from langgraph_capsules.judges.consistency import ConsistencyJudge
 from langgraph_capsules.judges.facts import FactRecallJudge
 from langgraph_capsules.judges.llm import LLMJudge
@@ -46,9 +46,11 @@ class CallableJudge:
         """Wrap ``fn``.
 
         Args:
-            fn: The three-argument judging function.
+            fn: The three-argument judging function (its ``reference_free``
+                attribute, if any, is passed on).
         """
         self.fn = fn
+        self.reference_free = is_reference_free(fn)
 
     def __repr__(self) -> str:
         return f"CallableJudge({self.fn!r})"
@@ -117,6 +119,7 @@ class EvaluatorJudge:
             )
         self.evaluator = evaluator
         self.confidence = float(confidence)
+        self.reference_free = is_reference_free(evaluator)
 
     def __repr__(self) -> str:
         return f"EvaluatorJudge({self.evaluator!r})"

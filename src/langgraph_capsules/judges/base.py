@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from langgraph_capsules.errors import CapsuleConfigError
 
-__all__ = ["Judge", "JudgeResult"]
+__all__ = ["Judge", "JudgeResult", "is_reference_free"]
 
 
 def _unit_interval(value: object, name: str) -> float:
@@ -89,6 +89,12 @@ class Judge(Protocol):
     :meth:`JudgeResult.no_score`). Plain callables with the openevals evaluator
     signature are turned into judges by :func:`langgraph_capsules.judges.as_judge`.
 
+    **Reference-free judges.** A judge that needs no reference (it grades the candidate
+    against the task alone) says so with the attribute ``reference_free = True`` (see
+    :func:`is_reference_free`; ``LLMJudge(model, reference_free=True)`` is one, and a
+    plain function may carry the attribute). The quality gate then audits compound runs
+    without running fine, and passes ``reference=""`` to it.
+
     Example:
         >>> class LengthJudge:
         ...     def __call__(self, task: str, reference: str, candidate: str) -> JudgeResult:
@@ -110,3 +116,25 @@ class Judge(Protocol):
             The judgement; ``score=None`` when it failed.
         """
         ...
+
+
+def is_reference_free(judge: object) -> bool:
+    """Whether ``judge`` grades a candidate without a reference (attribute
+    ``reference_free is True``; wrapped functions pass theirs on).
+
+    Args:
+        judge: Any judge.
+
+    Returns:
+        ``True`` only when the judge declares it.
+
+    Example:
+        >>> def length(task, reference, candidate):
+        ...     return min(len(candidate) / 100, 1.0)
+        >>> is_reference_free(length)
+        False
+        >>> length.reference_free = True
+        >>> is_reference_free(length)
+        True
+    """
+    return getattr(judge, "reference_free", False) is True

@@ -1,4 +1,5 @@
-"""``LLMJudge``: a versioned, reference-based rubric scored by a chat model in both orders."""
+"""``LLMJudge``: a versioned rubric scored by a chat model: against a reference in both
+orders, or (``reference_free=True``) against the task alone."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ __all__ = [
     "JUDGE_TAG",
     "ORDERS",
     "RUBRICS",
+    "TASK_ONLY",
+    "TASK_RUBRIC_VERSION",
     "LLMJudge",
     "Rubric",
     "RubricReply",
@@ -39,6 +42,9 @@ DIMENSIONS: tuple[str, ...] = ("completeness", "accuracy", "structure", "concise
 
 ORDERS: tuple[str, ...] = ("reference_first", "candidate_first")
 """The two presentation orders; ``reference_first`` alone when ``both_orders=False``."""
+
+TASK_ONLY = "task_only"
+"""The one presentation of a reference-free judgement: the task and the answer."""
 
 JUDGE_METADATA_KEY = JUDGE_KEY
 """Run-metadata key (value ``True``) on every judge call, so telemetry can count them apart."""
@@ -60,6 +66,8 @@ class Rubric:
     """The system message: the grading instructions and the reply format."""
     closing: str
     """The line after the two answers in the user message."""
+    reference_free: bool = False
+    """Grades an answer against the task alone (no reference answer in the prompt)."""
 
 
 _RUBRIC_V1 = Rubric(
@@ -88,10 +96,39 @@ _RUBRIC_V1 = Rubric(
     closing=("Grade the CANDIDATE against the REFERENCE now. Reply with the JSON object only."),
 )
 
-RUBRICS: Mapping[str, Rubric] = MappingProxyType({_RUBRIC_V1.version: _RUBRIC_V1})
+_RUBRIC_TASK_V1 = Rubric(
+    version="capsules-rubric-task-v1",
+    system=(
+        "You grade an ANSWER to a TASK. There is no reference answer: judge the answer "
+        "against what the task asks for and against the source material the task gives.\n\n"
+        "Grade four dimensions, each an integer from 0 (worst) to 10 (best):\n"
+        "- completeness: does the answer cover every part, item and section the task asks "
+        "for, with the substance the source material supports?\n"
+        "- accuracy: does the answer agree with the task and its source material? A number, "
+        "name or claim that the source does not support counts against it.\n"
+        "- structure: are the sections, headings and format that the task asks for present "
+        "and intact?\n"
+        "- conciseness: is the answer free of padding, repetition and filler?\n\n"
+        "Length is not quality: never give a longer answer more credit for its length, and "
+        "never mark down a short answer that covers what the task asks. An answer cut off "
+        "mid-way, or one that keeps only a fraction of what the task asks, is incomplete.\n\n"
+        "First explain your grading in two to four sentences, then give the grades. Reply "
+        "with exactly one JSON object and nothing else, with the explanation first:\n"
+        '{"reasoning": "<your explanation>", "completeness": <0-10>, "accuracy": <0-10>, '
+        '"structure": <0-10>, "conciseness": <0-10>}'
+    ),
+    closing="Grade the ANSWER against the TASK now. Reply with the JSON object only.",
+    reference_free=True,
+)
+
+RUBRICS: Mapping[str, Rubric] = MappingProxyType(
+    {r.version: r for r in (_RUBRIC_V1, _RUBRIC_TASK_V1)}
+)
 """Every rubric wording shipped, by version. Versions are never edited once released."""
 
 DEFAULT_RUBRIC_VERSION = _RUBRIC_V1.version
+TASK_RUBRIC_VERSION = _RUBRIC_TASK_V1.version
+"""The default rubric of a reference-free :class:`LLMJudge`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +256,8 @@ def _reply_text(reply: object) -> str | None:
 
 
 class LLMJudge:
-    """A reference-based rubric judge run by a chat model, in both orders against position bias.
+    """A rubric judge run by a chat model: reference-based in both orders against position
+    bias, or reference-free (``reference_free=True``: the answer against the task alone).
 
     The model grades the candidate against the reference on four integer 0-10
     dimensions (:data:`DIMENSIONS`: completeness, accuracy, structure, conciseness),
@@ -239,6 +277,12 @@ class LLMJudge:
     ..., "capsule_rubric": ...}`` and the tag ``"capsule:judge"`` (merged into the
     ambient run config), so usage telemetry can count judge calls apart.
 
+    **Reference-free mode.** With ``reference_free=True`` the judge grades the candidate
+    against the task alone (rubric :data:`TASK_RUBRIC_VERSION`, one call per judgement,
+    the ``reference`` argument ignored). The quality gate then audits compound runs
+    without running fine (see ``ControllerPolicy.audit_rate``): cheaper, but the score
+    measures "is this a good answer to the task", not "does it keep what fine gives".
+
     Use a capable model at temperature 0 (set it on the model you pass), from another
     family than the judged model when you can, and measure its noise on your machine
     with :func:`measure_mdd` before trusting small differences. Do not pass a
@@ -257,29 +301,36 @@ class LLMJudge:
         self,
         model: Runnable[LanguageModelInput, Any],
         *,
-        rubric_version: str = DEFAULT_RUBRIC_VERSION,
+        rubric_version: str | None = None,
         both_orders: bool = True,
         confidence: float = 0.85,
         max_concurrency: int | None = None,
+        reference_free: bool = False,
     ) -> None:
         """Create the judge.
 
         Args:
             model: A LangChain chat model (any ``BaseChatModel``, or one bound with
                 options such as ``model.bind(temperature=0)``).
-            rubric_version: Which rubric wording to use; one of :data:`RUBRICS`.
+            rubric_version: Which rubric wording to use; one of :data:`RUBRICS`
+                (default: :data:`DEFAULT_RUBRIC_VERSION`, or
+                :data:`TASK_RUBRIC_VERSION` when ``reference_free``).
             both_orders: Judge reference-first and candidate-first and average (two
-                calls); False: reference first only (one call).
+                calls); False: reference first only (one call). Ignored when
+                ``reference_free`` (one call).
             confidence: Confidence of a judgement where every order gave a score
                 (0.85, as the reference implementation's judge).
             max_concurrency: Cap on simultaneous calls of one judgement (1 serialises
                 the two orders, e.g. for a local server on few cores).
+            reference_free: Grade the candidate against the task alone; the quality
+                gate then judges compound runs without a fine reference run.
 
         Raises:
             CapsuleConfigError: ``bad_judge_model`` if ``model`` is not a LangChain
                 runnable; ``bad_rubric_version`` for an unknown rubric;
-                ``bad_judge_option`` for a confidence outside [0, 1] or a
-                ``max_concurrency`` below 1.
+                ``bad_judge_option`` for a confidence outside [0, 1], a
+                ``max_concurrency`` below 1, or a rubric whose kind (reference-free
+                or not) does not match ``reference_free``.
         """
         if not isinstance(model, Runnable):
             raise CapsuleConfigError(
@@ -287,6 +338,8 @@ class LLMJudge:
                 "an instance such as ChatOpenAI(model='gpt-4o', temperature=0).",
                 code="bad_judge_model",
             )
+        if rubric_version is None:
+            rubric_version = TASK_RUBRIC_VERSION if reference_free else DEFAULT_RUBRIC_VERSION
         if rubric_version not in RUBRICS:
             raise CapsuleConfigError(
                 f"unknown rubric_version {rubric_version!r}; use one of "
@@ -303,7 +356,16 @@ class LLMJudge:
                 f"max_concurrency must be None or at least 1, got {max_concurrency!r}.",
                 code="bad_judge_option",
             )
+        if RUBRICS[rubric_version].reference_free != bool(reference_free):
+            kind = "reference-free" if RUBRICS[rubric_version].reference_free else "reference"
+            raise CapsuleConfigError(
+                f"rubric {rubric_version!r} is a {kind} rubric but reference_free="
+                f"{reference_free!r}; omit rubric_version to get the matching default.",
+                code="bad_judge_option",
+            )
         self.model = model
+        self.reference_free = bool(reference_free)
+        """Whether the judge grades against the task alone (the gate runs no fine)."""
         self.rubric: Rubric = RUBRICS[rubric_version]
         self.both_orders = both_orders
         self.confidence = float(confidence)
@@ -312,12 +374,15 @@ class LLMJudge:
     def __repr__(self) -> str:
         return (
             f"LLMJudge(model={type(self.model).__name__}, rubric_version="
-            f"{self.rubric.version!r}, both_orders={self.both_orders})"
+            f"{self.rubric.version!r}, both_orders={self.both_orders}, "
+            f"reference_free={self.reference_free})"
         )
 
     @property
     def orders(self) -> tuple[str, ...]:
-        """The orders each judgement uses."""
+        """The orders each judgement uses (:data:`TASK_ONLY` alone when reference-free)."""
+        if self.reference_free:
+            return (TASK_ONLY,)
         return ORDERS if self.both_orders else ORDERS[:1]
 
     def messages(
@@ -329,14 +394,22 @@ class LLMJudge:
             task: The task both outputs answer.
             reference: The trusted output.
             candidate: The output under test.
-            order: ``"reference_first"`` or ``"candidate_first"``.
+            order: ``"reference_first"`` or ``"candidate_first"`` (ignored when
+                reference-free).
 
         Returns:
-            A system message (the rubric) and a user message (task, answers, closing).
+            A system message (the rubric) and a user message (task, answers, closing);
+            reference-free: the task, the candidate as ``<answer>`` and the closing.
 
         Raises:
             CapsuleConfigError: ``bad_judge_option`` for an unknown order.
         """
+        if self.reference_free:
+            answer = f"<answer>\n{candidate.strip()}\n</answer>"
+            text = "\n\n".join(
+                (f"TASK:\n{task.strip() or '(not given)'}", answer, self.rubric.closing)
+            )
+            return [SystemMessage(self.rubric.system), HumanMessage(text)]
         if order not in ORDERS:
             raise CapsuleConfigError(
                 f"unknown order {order!r}; use one of {list(ORDERS)}.", code="bad_judge_option"
