@@ -22,7 +22,8 @@ def _baseline(**knobs: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("knobs", "bad"),
     [
-        ({"drop_sections": {2}}, ["claims"]),
+        # section 2 left out: section 1 is not closed by marker 2, so entities re-runs too
+        ({"drop_sections": {2}}, ["claims", "entities"]),
         # a broken marker 3 leaves section 2 holding the nonce (malformed), 3 missing
         ({"garble_sections": {3}}, ["claims", "signals"]),
         ({"empty_sections": {1, 3}}, ["entities", "signals"]),
@@ -148,16 +149,41 @@ def test_splitter_rejects_conflicting_repeats_and_keeps_identical_ones() -> None
     prompt = build_merged_prompt(["a", "b", "c"], calls, nonce="abc123")
     assert prompt is not None
     restarted = (
-        "### SECTION 1 abc123\nfirst a\n### SECTION 2 abc123\nfirst b\n"
-        "### SECTION 1 abc123\nsecond a\n### SECTION 3 abc123\nonly c\n"
-        "### SECTION 2 abc123\n<your answer to task 2>\n"
+        "### SECTION 1 abc123\nfirst a\n### SECTION 2 abc123\nfirst b\n### SECTION 3 abc123\nc\n"
+        "### SECTION 1 abc123\nsecond a\n### SECTION 2 abc123\nfirst b\n"
+        "### SECTION 3 abc123\n<your answer to task 3>"
     )
     answers, problems = split_reply(restarted, prompt)
     # two different answers for task 1: which one is meant cannot be known, so "a" re-runs;
-    # task 2's repeat is the echoed placeholder, which is no answer
-    assert answers == {"b": "first b", "c": "only c"} and problems == {"a": "duplicate"}
-    same = "### SECTION 1 abc123\nx\n### SECTION 1 abc123\nx\n### SECTION 2 abc123\ny"
-    assert split_reply(same, prompt)[0] == {"a": "x", "b": "y"}
+    # task 2's repeat is identical; task 3's first section is closed by marker 1, not by
+    # the end, and its second is the echoed placeholder
+    assert answers == {"b": "first b"} and problems == {"a": "duplicate", "c": "duplicate"}
     echoed = "### SECTION 1 abc123\n<your answer to task 1>\n### SECTION 1 abc123\n\n"
     answers, problems = split_reply(echoed, prompt)
-    assert answers == {} and problems == {"a": "duplicate", "b": "missing", "c": "missing"}
+    assert answers == {} and problems == {"a": "misplaced", "b": "missing", "c": "missing"}
+
+
+def test_splitter_needs_each_section_closed_by_the_next_marker() -> None:
+    """A marker lost without a trace leaves two answers in one section: a section is
+    accepted only when the next task's marker (or, for the last task, the end) closes it."""
+    from langchain_core.messages import HumanMessage as H
+
+    from langgraph_capsules.strategies import build_merged_prompt, split_reply
+
+    calls = [[H(f"Task {k}: summarise the source text carefully and fully.")] for k in "abc"]
+    prompt = build_merged_prompt(["a", "b", "c"], calls, nonce="abc123")
+    assert prompt is not None
+    lost = "### SECTION 1 abc123\nA\n### SECTION 2 abc123\nB\n\nC"  # marker 3 lost
+    assert split_reply(lost, prompt) == ({"a": "A"}, {"b": "misplaced", "c": "missing"})
+    lost_mid = "### SECTION 1 abc123\nA\n\nB\n### SECTION 3 abc123\nC"  # marker 2 lost
+    assert split_reply(lost_mid, prompt) == ({"c": "C"}, {"a": "misplaced", "b": "missing"})
+    shuffled = "### SECTION 3 abc123\nC\n### SECTION 2 abc123\nB\n\nA"  # out of order, 1 lost
+    assert split_reply(shuffled, prompt) == (
+        {},
+        {"a": "missing", "b": "misplaced", "c": "misplaced"},
+    )
+    cut = "### SECTION 1 abc123\nA\n### SECTION 2 abc123\nB\n### SECTION 3 abc123\nC is"
+    assert split_reply(cut, prompt, truncated=True) == (
+        {"a": "A", "b": "B"},
+        {"c": "truncated"},
+    )

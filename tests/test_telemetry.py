@@ -52,7 +52,7 @@ def test_attribution_per_group_member_and_kind() -> None:
 
 
 def test_report_shows_recent_runs_per_group() -> None:
-    builder = build_app(lc.CapsuleChatModel(ScriptedChatModel(drop_sections={2})))
+    builder = build_app(lc.CapsuleChatModel(ScriptedChatModel(drop_sections={3})))
     capsules = lc.capsulize(builder, groups={"arm": list(KINDS)})
     app = capsules.compile()
     app.invoke({"doc": DOC})
@@ -60,6 +60,7 @@ def test_report_shows_recent_runs_per_group() -> None:
     report = capsules.report(print_=False)
     runs = report.data["groups"]["arm"]["runs"]
     assert [r["tier"] for r in runs] == ["fine", "standard"]
-    assert runs[0]["calls"] == 3 and runs[1]["calls"] == 2  # merged + one re-run
-    assert runs[1]["fallback"] == ["claims"]
+    # merged + the missing member's re-run + the one whose section section 3 should close
+    assert runs[0]["calls"] == 3 and runs[1]["calls"] == 3
+    assert runs[1]["fallback"] == ["claims", "signals"]
     assert "section missing" in report.text and "standard" in report.text

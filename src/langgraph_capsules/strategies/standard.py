@@ -21,8 +21,18 @@ forge a task boundary or a section boundary.
   it may hold another task's answer;
 * a body that is empty, the skeleton's placeholder, or a non-answer such as ``N/A`` is
   ``empty``;
+* a section must be closed by the next task's marker (the last task's by the end of
+  the reply); one that is not is ``misplaced``, since a marker lost in between would
+  leave another task's answer inside it (so a reply in another order re-runs its
+  members: sound, at the cost of calls);
+* a reply whose markers are out of order while a task's marker is missing is rejected
+  whole: the missing answer may sit in any section. (A reply that puts its sections in
+  another order *and* loses a marker without a trace, so that the visible markers still
+  look in order, can hide an answer in a section no rule can see; the fuzz tests keep
+  to what a splitter can know.)
 * a task with two sections of different text is ``duplicate`` (which one is the answer
-  cannot be known); identical repeats count once;
+  cannot be known); identical repeats count once; an answer of at least
+  :data:`MIN_COPY_WORDS` words that also appears under another task is ``duplicate``;
 * when the reply hit its length limit, the section that runs to the end of the reply
   is ``truncated``; the sections before it are complete and accepted.
 
@@ -32,6 +42,7 @@ original node, so no output is lost.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -69,6 +80,10 @@ _TASK_HEAD = "TASK {i} {nonce}"
 _FORMAT_HEAD = "Reply in exactly this format, one section per task:"
 _MARKER = "### SECTION {i} {nonce}"
 _SKELETON_BODY = "<your answer to task {i}>"
+MIN_COPY_WORDS = 8
+"""An answer of at least this many words that also appears under another task is
+rejected, and so is one holding such a paragraph of another section (a copy error;
+short answers such as labels may repeat legitimately)."""
 MAX_SECTION_DIGITS = 6
 """Longest section number the splitter reads (a longer one is not a marker)."""
 _NON_ANSWERS = frozenset(
@@ -198,42 +213,72 @@ def split_reply(
     Returns:
         ``(answers, problems)``: the section text per member that has a sound section,
         and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``,
-        ``truncated``) per member that has not (see the module docstring).
+        ``misplaced``, ``truncated``) per member that has not (see the module docstring).
     """
     marks = [
         (m.start(), m.start(2), int(m.group(1))) for m in _marker_re(prompt.nonce).finditer(text)
     ]
-    found: dict[int, list[tuple[int, int]]] = {}
+    n = len(prompt.members)
+    verdicts: dict[int, list[tuple[str, str | None]]] = {}
     for k, (_start, body_start, num) in enumerate(marks):
         # the body starts after the nonce: text on the marker line is the answer's first line
-        nxt = marks[k + 1][0] if k + 1 < len(marks) else len(text)
-        found.setdefault(num, []).append((body_start, nxt))
+        last = k + 1 == len(marks)
+        end = len(text) if last else marks[k + 1][0]
+        if last and truncated:
+            verdict: tuple[str, str | None] = ("", "truncated")
+        elif (num != n) if last else (marks[k + 1][2] != num + 1):
+            # not closed by the next task's marker (or, for the last task, by the end of
+            # the reply): a marker lost in between would leave another answer in here
+            verdict = (text[body_start:end].strip(), "misplaced")
+        else:
+            verdict = _section(text[body_start:end], prompt.nonce)
+        verdicts.setdefault(num, []).append(verdict)
+    order = [num for _, _, num in marks]
+    if any(a >= b for a, b in itertools.pairwise(order)) and any(
+        i not in verdicts for i in range(1, n + 1)
+    ):
+        # out of order and a task lost its marker: its answer may sit in any section
+        return {}, {
+            m: "missing" if i not in verdicts else "misplaced"
+            for i, m in enumerate(prompt.members, 1)
+        }
     answers: dict[str, str] = {}
     problems: dict[str, str] = {}
     for i, member in enumerate(prompt.members, 1):
-        spans = found.get(i, [])
+        spans = verdicts.get(i, [])
+        usable = {body for body, problem in spans if problem is None}
         if not spans:
             problems[member] = "missing"
-            continue
-        verdicts = [
-            ("", "truncated") if truncated and b == len(text) else _section(text[a:b], prompt.nonce)
-            for a, b in spans
-        ]
-        usable = {body for body, problem in verdicts if problem is None}
-        if len(usable) == 1:
-            answers[member] = usable.pop()
-        elif usable:
+        elif len(usable) > 1:
             problems[member] = "duplicate"
+        elif usable:
+            body = usable.pop()
+            if _copied(body, text, sum(1 for b, _ in spans if b == body)):
+                problems[member] = "duplicate"  # a long passage that is also elsewhere
+            else:
+                answers[member] = body
         else:
-            problems[member] = str(verdicts[0][1]) if len(spans) == 1 else "duplicate"
+            problems[member] = str(spans[0][1]) if len(spans) == 1 else "duplicate"
     return answers, problems
+
+
+def _copied(body: str, text: str, spans: int) -> bool:
+    """Whether a paragraph of at least :data:`MIN_COPY_WORDS` words of ``body`` also
+    appears in the reply outside this task's ``spans`` identical sections."""
+    for para in _PARA_RE.split(body):
+        p = para.strip()
+        if len(p.split()) >= MIN_COPY_WORDS and text.count(p) > body.count(p) * spans:
+            return True
+    return False
+
+
+_PARA_RE = re.compile(r"\n[ \t]*\n")
 
 
 def _section(raw: str, nonce: str) -> tuple[str, str | None]:
     """A section's body and its problem (``empty``, ``malformed``) or None if sound."""
     body = raw.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
+    while (fenced := _FENCE.match(body)) is not None:
         body = fenced.group(1).strip()
     if non_answer(body):
         return body, "empty"
@@ -245,7 +290,8 @@ def _section(raw: str, nonce: str) -> tuple[str, str | None]:
 def non_answer(body: str) -> bool:
     """Empty, the skeleton's placeholder, or a stock non-answer (``N/A``, ``TBD``)."""
     flat = " ".join(body.split()).strip("*_`'\" ")
-    return not flat or flat.lower().rstrip(".") in _NON_ANSWERS or bool(_PLACEHOLDER_RE.match(flat))
+    core = flat.lower().rstrip(".…")
+    return not core or core in _NON_ANSWERS or bool(_PLACEHOLDER_RE.match(flat))
 
 
 def reply_text(message: Any) -> str:
