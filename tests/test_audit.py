@@ -3,9 +3,12 @@ is judged against it), reference-free judges, and a failing judge that backs off
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import DOC, KINDS, build_app, overlap
 
 import langgraph_capsules as lc
@@ -167,3 +170,214 @@ def test_routine_audits_respect_the_cost_cap_and_failing_readings_do_not() -> No
     early = AuditWork(since_evaluated=3)
     assert not audit_due(early, policy, **due).audit
     assert not audit_due(cheap, policy.replace(audit_rate=0.0), **due).audit
+
+
+# ---------------------------------------------------------------- (c) audit_serve
+def length_ratio(task: str, reference: str, candidate: str) -> float:
+    """A judge that sees a shortened answer (the overlap judge sees word sets)."""
+    return min(1.0, len(candidate.split()) / max(1, len(reference.split())))
+
+
+def _serve_run(serve: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], lc.CapsuleGraph]:
+    # merged sections keep 90% of their words: compound differs from fine, still passes
+    capsules = _gated(
+        ScriptedChatModel(compress=0.9),
+        policy=AUDITED.replace(audit_serve=serve),
+        judge=length_ratio,
+    )
+    app = capsules.compile()
+    outs = [app.invoke(unique(i)) for i in range(8)]
+    plain_app = build_app(ScriptedChatModel()).compile()
+    plain = [plain_app.invoke(unique(i)) for i in range(8)]
+    return outs, plain, capsules
+
+
+@pytest.mark.parametrize("serve", ["fine", "compound"])
+def test_audit_serve_picks_the_output_the_user_gets(serve: str) -> None:
+    outs, plain, capsules = _serve_run(serve)
+    main = [o for o in capsules.observations("arm") if not o["shadow"]]  # one per run
+    assert [o["tier"] for o in main] == ["fine"] * 3 + ["standard"] * 5
+    assert [bool(o.get("audit")) for o in main] == [False] * 7 + [True]
+
+    def fine_answers(i: int) -> bool:
+        return all(outs[i][k] == plain[i][k] for k in KINDS)
+
+    assert all(fine_answers(i) for i in range(3))  # fine runs, the switch run included
+    assert not any(fine_answers(i) for i in range(3, 7))  # compound: shorter sections
+    assert fine_answers(7) == (serve == "fine")  # the audit run
+    audit = main[7]
+    assert audit["quality"] is not None and FLOOR <= audit["quality"] < 1.0
+    assert capsules.history("arm")[-1]["audit"]["served"] == serve  # type: ignore[index]
+    # the observation is the compound run's own usage either way
+    assert audit["calls"] == 1 and audit["audit_calls"] == 3
+
+
+def test_the_reading_does_not_depend_on_which_output_is_served() -> None:
+    readings = {}
+    for serve in ("fine", "compound"):
+        _, _, capsules = _serve_run(serve)
+        readings[serve] = [o["quality"] for o in capsules.observations("arm") if o.get("audit")]
+    assert readings["fine"] == readings["compound"] and len(readings["fine"]) == 1
+
+
+# ------------------------------------------------------------ (d) a failing judge
+def _broken(task: str, reference: str, candidate: str) -> Any:
+    raise RuntimeError("judge backend down")
+
+
+GATED = lc.ControllerPolicy.aggressive(quality_floor=FLOOR)
+
+
+def test_a_judge_that_always_fails_backs_off_and_explain_says_so() -> None:
+    calls = {}
+    for name, judge in (("no judge", None), ("broken", _broken)):
+        scripted = ScriptedChatModel()
+        capsules = _gated(scripted, judge=judge, policy=GATED)
+        app = capsules.compile()
+        for _ in range(8):
+            assert app.invoke({"doc": DOC})["brief"]
+        calls[name] = len(scripted.calls)
+    # before: every run after the first two was a shadow run (52 calls against 28);
+    # now two failed shadow runs pause the judge and the group merges as without one
+    assert calls["broken"] <= calls["no judge"] + 8
+    obs = capsules.observations("arm")
+    failed = [o for o in obs if o.get("judge_error")]
+    assert len(failed) == 2 and all(o["shadow"] and o["quality"] is None for o in failed)
+    assert [o["tier"] for o in obs if not o["shadow"]][-4:] == ["standard"] * 4
+    decision = capsules.explain("arm")
+    text = " ".join(decision.reasons)
+    assert "judge failing: 2 consecutive no-score readings, shadow evaluation" in text
+    assert decision.to_dict()["judge_paused"] is False  # the pause just ended: probe next
+    during = capsules.explain("arm", at=len(obs) - 1)
+    assert during.judge_paused
+    assert any("shadow evaluation paused until run 9 (pause 1)" in r for r in during.reasons)
+    # the probe (an audit: standard has no reading yet) fails: a longer pause
+    app = capsules.compile()
+    app.invoke({"doc": DOC})
+    assert capsules.observations("arm")[-1]["judge_error"] is True
+    after = capsules.explain("arm")
+    assert after.judge_paused and not after.audit
+    assert any("paused until run 16 (pause 2)" in r for r in after.reasons)
+
+
+# ------------------------------------------------------- (e) reference-free judges
+def test_a_reference_free_judge_scores_compound_runs_without_a_fine_run() -> None:
+    references: list[str] = []
+
+    def words(task: str, reference: str, candidate: str) -> float:
+        references.append(reference)
+        return min(1.0, len(candidate.split()) / 60)
+
+    words.reference_free = True  # type: ignore[attr-defined]
+    scripted = ScriptedChatModel()
+    capsules = _gated(scripted, judge=words)
+    with lc.track_usage() as usage:
+        app = capsules.compile()
+        for i in range(13):
+            app.invoke(unique(i))
+    audited = [o for o in capsules.observations("arm") if o.get("audit")]
+    assert len(audited) == 2 and all(o["quality"] == 1.0 for o in audited)
+    assert all(o["audit_calls"] == 0 and o["calls"] == 1 for o in audited)  # no fine run
+    assert usage.by_purpose()["audit"]["calls"] == 0
+    assert references[-2:] == ["", ""]
+    assert capsules.history("arm")[-1]["audit"] == {
+        "served": "compound",
+        "calls": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+
+
+def test_llm_judge_in_reference_free_mode() -> None:
+    reply = json.dumps({"completeness": 8, "accuracy": 8, "structure": 8, "conciseness": 8})
+    judge_model = ScriptedChatModel(respond=lambda prompt: reply)
+    judge = lc.LLMJudge(judge_model, reference_free=True)
+    assert lc.judges.is_reference_free(judge) and judge.orders == ("task_only",)
+    messages = judge.messages("List the claims.", "REF TEXT", "CANDIDATE TEXT")
+    assert "<answer>" in messages[1].content and "REF TEXT" not in messages[1].content
+    capsules = _gated(ScriptedChatModel(), judge=judge)
+    with lc.track_usage() as usage:
+        app = capsules.compile()
+        for i in range(8):
+            app.invoke(unique(i))
+    audited = [o for o in capsules.observations("arm") if o.get("audit")]
+    assert [o["quality"] for o in audited] == [0.8]
+    assert audited[0]["audit_calls"] == 1  # one judge call, no fine run
+    assert usage.by_purpose()["audit"]["calls"] == 0
+    assert usage.by_purpose()["judge"]["calls"] == 2  # the shadow and the audit
+    with pytest.raises(lc.CapsuleConfigError):
+        lc.LLMJudge(judge_model, reference_free=True, rubric_version="capsules-rubric-v1")
+
+
+# ------------------------------------------------------------------- (f) async
+def test_audits_under_ainvoke_behave_as_under_invoke() -> None:
+    scripted = ScriptedChatModel()
+    sync = _gated(scripted)
+    sync_runs = _degrade_on_unique_inputs(sync, scripted)
+
+    scripted_a = ScriptedChatModel()
+    capsules = _gated(scripted_a)
+    app = capsules.compile()
+
+    async def main() -> int:
+        for i in range(13):
+            await app.ainvoke(unique(i))
+        scripted_a.compress = scripted_a.compress_turns = 0.2
+        for k in range(1, 40):
+            await app.ainvoke(unique(100 + k))
+            if capsules.explain("arm").state.mode == "fine":
+                return k
+        return 0
+
+    assert asyncio.run(main()) == sync_runs > 0
+    assert _tiers(capsules) == _tiers(sync)
+    quality = [o["quality"] for o in capsules.observations("arm")]
+    assert quality == [o["quality"] for o in sync.observations("arm")]
+    assert sum(1 for o in capsules.observations("arm") if o.get("audit")) >= 4
+
+
+# ------------------------------------------------- (g) a judge raising in an audit
+@pytest.mark.parametrize("serve", ["fine", "compound"])
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_judge_raising_during_an_audit_never_fails_the_run(serve: str, run: str) -> None:
+    def flaky(task: str, reference: str, candidate: str) -> float:
+        if "Unique note 7" in task:
+            raise RuntimeError("judge backend down")
+        return overlap(task, reference, candidate)
+
+    capsules = _gated(ScriptedChatModel(), judge=flaky, policy=AUDITED.replace(audit_serve=serve))
+    app = capsules.compile()
+    if run == "invoke":
+        outs = [app.invoke(unique(i)) for i in range(8)]
+    else:
+
+        async def main() -> list[dict[str, Any]]:
+            return [await app.ainvoke(unique(i)) for i in range(8)]
+
+        outs = asyncio.run(main())
+    plain = build_app(ScriptedChatModel()).compile().invoke(unique(7))
+    assert {k: outs[7][k] for k in KINDS} == {k: plain[k] for k in KINDS}  # healthy model
+    assert outs[7]["brief"] == plain["brief"]
+    audit = capsules.observations("arm")[-1]
+    assert audit["audit"] and audit["judge_error"] and audit["quality"] is None
+    decision = capsules.explain("arm")
+    assert decision.tier == "standard" and decision.state.mode == "compound"
+    assert "the judge failed on this standard run" in decision.reasons[0]
+
+
+@pytest.mark.parametrize("serve", ["fine", "compound"])
+def test_stream_of_an_audit_run_shows_only_the_served_output(serve: str) -> None:
+    capsules = _gated(ScriptedChatModel(), policy=AUDITED.replace(audit_serve=serve))
+    app = capsules.compile()
+    for i in range(7):
+        app.invoke(unique(i))
+    assert capsules.explain("arm").audit
+    chunks = list(app.stream(unique(7), stream_mode="messages"))
+    assert capsules.observations("arm")[-1]["audit"]
+    texts = [c[0].content for c in chunks if c[0].content]
+    assert not [t for t in texts if "### SECTION" in t]  # the merged call never streams
+    nodes = [c[1]["langgraph_node"] for c in chunks if c[0].content]
+    # each member's answer streams once: fine's, or compound's served answers
+    assert sorted(nodes) == sorted(["scoping", *KINDS, "briefer"])
+    audit_tagged = [c for c in chunks if c[1].get("capsule_audit")]
+    assert bool(audit_tagged) == (serve == "fine")
