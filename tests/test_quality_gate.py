@@ -271,3 +271,19 @@ def test_explain_at_an_earlier_point_of_the_history() -> None:
     assert capsules.explain("arm", at=None) == capsules.explain("arm")
     with pytest.raises(ValueError):
         capsules.explain("arm", at=-1)
+
+
+def test_same_task_readings_keep_compound_runs_from_being_audited() -> None:
+    # every compound run of a repeated task is judged against its fine baseline, so the
+    # audit counter never reaches 1 in 10 (aggressive): no fine run is ever added
+    capsules = _gated(ScriptedChatModel())
+    app = capsules.compile()
+    with lc.track_usage() as usage:
+        for _ in range(16):
+            app.invoke({"doc": DOC})
+    obs = capsules.observations("arm")
+    assert [o["quality"] for o in obs[4:]] == [1.0] * 13
+    assert not any(o.get("audit") for o in obs) and usage.by_purpose()["audit"]["calls"] == 0
+    decision = capsules.explain("arm")
+    assert not decision.audit
+    assert "no audit: 0 compound run(s) since the last reading" in " ".join(decision.reasons)
