@@ -100,6 +100,63 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Controller
 
 
 # ------------------------------------------------------------------ the shared contract
+def test_append_is_idempotent_on_record_key(store: ControllerStore) -> None:
+    """A record whose record_key is already in its log is not appended again (a gate
+    re-run on resume); the first record's number comes back and the first record stays."""
+    first = make_obs(1, record_key="run-1")
+    assert store.append(first) == 1
+    assert store.append(make_obs(2)) == 2
+    assert store.append(make_obs(1, record_key="run-1", time=5.0, calls=9)) == 1
+    # the shadow record of the same run has its own key
+    assert store.append(make_obs(1, shadow=True, record_key="run-1/shadow/standard")) == 3
+    assert store.append(make_obs(1, shadow=True, record_key="run-1/shadow/standard")) == 3
+    # the key is per (graph, group)
+    assert store.append(make_obs(1, group="synthesis", record_key="run-1")) == 1
+    assert store.append(make_obs(1, graph="plan-2", record_key="run-1")) == 1
+    history = store.history("plan-1", "research")
+    assert [o["run_id"] for o in history] == ["run-1", "run-2", "run-1"]
+    assert history[0] == first
+    # records without a key are always appended (hand-built, or from earlier releases)
+    assert store.append(make_obs(2)) == 4
+
+
+async def test_async_append_is_idempotent_on_record_key(store: ControllerStore) -> None:
+    obs = make_obs(1, record_key="k")
+    assert await store.aappend(obs) == 1
+    assert await store.aappend(obs) == 1
+    assert store.append(obs) == 1
+    assert await store.aappend(make_obs(2, record_key="k2")) == 2
+    assert len(await store.ahistory("plan-1", "research")) == 2
+
+
+def test_concurrent_appends_of_one_record_key_write_it_once(store: ControllerStore) -> None:
+    barrier = threading.Barrier(6)
+    numbers: list[int] = []
+
+    def work(i: int) -> None:
+        barrier.wait()
+        numbers.append(store.append(make_obs(i, record_key="same")))
+        store.append(make_obs(i))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    history = store.history("plan-1", "research")
+    assert len(history) == 7
+    assert sum(1 for o in history if o.get("record_key") == "same") == 1
+    assert len(set(numbers)) == 1
+
+
+@pytest.mark.parametrize("key", ["", 7, None])
+def test_bad_record_key_is_refused(store: ControllerStore, key: Any) -> None:
+    with pytest.raises(CapsuleConfigError, match="record_key") as err:
+        store.append(make_obs(1, record_key=key))
+    assert err.value.code == "bad_observation"
+    assert store.history("plan-1", "research") == []
+
+
 def test_append_numbers_are_dense_per_graph_and_group(store: ControllerStore) -> None:
     assert [store.append(make_obs(i)) for i in range(1, 5)] == [1, 2, 3, 4]
     # Every (graph, group) has its own counter starting at 1.
@@ -346,6 +403,63 @@ def test_sqlite_file_is_wal_with_a_schema_version(tmp_path: Path) -> None:
     assert rows == [("controller_store", SQLITE_SCHEMA_VERSION)]
 
 
+_OLD_LAYOUT = (
+    "CREATE TABLE langgraph_capsules_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    "CREATE TABLE langgraph_capsules_observations (graph TEXT NOT NULL, grp TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, run_id TEXT NOT NULL, time REAL NOT NULL, data TEXT NOT NULL,"
+    " PRIMARY KEY (graph, grp, seq)) WITHOUT ROWID",
+    "INSERT INTO langgraph_capsules_schema VALUES ('controller_store', 1)",
+)
+_OLD_INSERT = (
+    "INSERT INTO langgraph_capsules_observations (graph, grp, seq, run_id, time, data) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def test_sqlite_file_without_record_keys_loads_and_upgrades(tmp_path: Path) -> None:
+    """A file written before record keys existed: its rows load, it gains the column on
+    open, and an earlier release's plain insert still works on the upgraded file."""
+    path = tmp_path / "old.db"
+    old = [make_obs(1), make_obs(2)]
+    with sqlite3.connect(path) as raw:
+        for statement in _OLD_LAYOUT:
+            raw.execute(statement)
+        for i, obs in enumerate(old, 1):
+            raw.execute(_OLD_INSERT, ("plan-1", "research", i, obs["run_id"], 0.0, json.dumps(obs)))
+    raw.close()
+    store = SqliteControllerStore(path)
+    assert store.history("plan-1", "research") == old
+    assert store.append(make_obs(3, record_key="run-3")) == 3
+    assert store.append(make_obs(3, record_key="run-3")) == 3
+    assert store.append(make_obs(4)) == 4
+    store.close()
+    with sqlite3.connect(path) as raw:
+        cols = [r[1] for r in raw.execute("PRAGMA table_info(langgraph_capsules_observations)")]
+        raw.execute(_OLD_INSERT, ("plan-1", "research", 5, "run-5", 0.0, json.dumps(make_obs(5))))
+        version = raw.execute("SELECT version FROM langgraph_capsules_schema").fetchone()[0]
+    raw.close()
+    assert "record_key" in cols and version == SQLITE_SCHEMA_VERSION
+    again = SqliteControllerStore(path)  # reopening an upgraded file changes nothing
+    assert [o["run_id"] for o in again.history("plan-1", "research")] == [
+        f"run-{i}" for i in range(1, 6)
+    ]
+    again.close()
+
+
+def test_sqlite_record_key_is_unique_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "capsules.db"
+    store = SqliteControllerStore(path)
+    store.append(make_obs(1, record_key="k"))
+    store.close()
+    with sqlite3.connect(path) as raw, pytest.raises(sqlite3.IntegrityError):
+        raw.execute(
+            "INSERT INTO langgraph_capsules_observations "
+            "(graph, grp, seq, run_id, time, data, record_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("plan-1", "research", 2, "run-1", 0.0, json.dumps(make_obs(1)), "k"),
+        )
+    raw.close()
+
+
 def test_sqlite_connection_per_thread(tmp_path: Path) -> None:
     store = SqliteControllerStore(tmp_path / "capsules.db")
     seen: list[int] = []
@@ -524,6 +638,23 @@ def test_basestore_overlapping_appends_converge_on_one_order(
     assert a.history("plan-1", "research", since=3)[0]["run_id"] == "run-4"
 
 
+def test_basestore_keyed_records_have_one_item_per_key() -> None:
+    """Two adapters over one BaseStore (two workers) append the same keyed record: the
+    item key is derived from the record key, so there is still one item."""
+    backend = InMemoryStore()
+    a = BaseStoreControllerStore(backend)
+    b = BaseStoreControllerStore(backend)
+    a.append(make_obs(1, record_key="run-1"))
+    b.append(make_obs(1, record_key="run-1"))
+    b.append(make_obs(2))
+    ns = ("langgraph_capsules", "observations", "plan-1", "research")
+    items = backend.search(ns, limit=10)
+    keyed = [i for i in items if i.key.startswith("rk-")]
+    assert len(items) == 2 and len(keyed) == 1
+    assert keyed[0].value["record_key"] == "run-1"
+    assert [o["run_id"] for o in a.history("plan-1", "research")] == ["run-1", "run-2"]
+
+
 def test_basestore_never_embeds_observations() -> None:
     calls: list[int] = []
 
@@ -591,5 +722,9 @@ def test_validation_covers_every_observation_field() -> None:
     # If types.Observation gains or loses a field, the store's validation must follow.
     from langgraph_capsules.stores import _codec
 
-    assert set(_codec._FIELDS) == set(Observation.__annotations__)
-    assert set(make_obs(1)) == set(Observation.__annotations__)
+    # (types.py has string annotations, so NotRequired shows only in the annotation text)
+    fields = Observation.__annotations__
+    required = {k for k, v in fields.items() if "NotRequired[" not in str(v)}
+    assert set(_codec._FIELDS) == required
+    assert set(make_obs(1)) == required
+    assert _codec.RECORD_KEY in set(fields) - required

@@ -106,6 +106,11 @@ class GroupRunRecord(TypedDict):
     """LLM calls the judge made for this run (not included in ``calls``)."""
     judge_input_tokens: int
     judge_output_tokens: int
+    store_errors: NotRequired[int]
+    """Controller-store operations of this group that failed without failing the run
+    since the group's previous record: appends dropped after their retries, plus reads
+    whose decision fell back to the last known one (or to fine). 0 when the store is
+    healthy."""
     audit: NotRequired[AuditSummary | None]
     """The audit of this compound run (its fine reference run), else None."""
 
@@ -177,6 +182,13 @@ class Observation(TypedDict):
     the fine output of the same task, a shadow record against its run's fine output."""
     shadow: bool
     """True when a compound tier ran beside fine on the same input only to be judged."""
+    record_key: NotRequired[str]
+    """Idempotency key of the record within (graph, group): a store ignores a second
+    append of a record with the same key and returns the first one's sequence number.
+    The gate derives it from LangGraph's task id, so a gate that re-runs on resume
+    writes nothing new: ``run_id`` for the run's main record, ``run_id + "/shadow/" +
+    tier`` for each shadow record. Absent in hand-built records and in records written
+    before keys existed: those are always appended."""
     audit: NotRequired[bool]
     """True on an audit run: a compound run also run fine (or, with a reference-free
     judge, judged alone) so that the gate has a reading on a unique input. Absent in

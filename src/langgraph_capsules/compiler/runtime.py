@@ -62,10 +62,12 @@ from langgraph_capsules.compiler.judging import (
 from langgraph_capsules.compiler.modes import record_flag, resolve_mode, tier_for_mode
 from langgraph_capsules.compiler.plan import GroupPlan
 from langgraph_capsules.controller import Decision, decide
+from langgraph_capsules.controller.decide import IncrementalDecider, fallback_decision
 from langgraph_capsules.errors import member_routes_error
 from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
+from langgraph_capsules.stores._guard import StoreGuard, gate_run_id, shadow_record_key
 from langgraph_capsules.strategies.guidance import guidance_hint
 from langgraph_capsules.strategies.standard import (
     DEFAULT_SECTION_WORDS,
@@ -146,6 +148,9 @@ class GroupRuntime:
     member_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Extra run metadata per member (declared agents: the group's shared reads)."""
     _last_decision: tuple[int, Decision] | None = None
+    _decider: tuple[tuple[Any, ...], IncrementalDecider] | None = None
+    store_guard: StoreGuard = field(default_factory=StoreGuard)
+    """Guarded store I/O: appends retried then dropped, failed reads; with counters."""
 
     @property
     def built_tiers(self) -> frozenset[Tier]:
@@ -179,15 +184,36 @@ class GroupRuntime:
         return RunPlan(d.tier, d.shadow_tiers if d.shadow else (), d.audit, d.judge_paused)
 
     def decide(self) -> Decision:
-        """The controller's decision for the group's next ``auto`` run."""
-        history = self.store.history(self.graph_id, self.plan.name) if self.store else []
-        cached = self._last_decision
-        # decide() is a pure function of an append-only history: its length identifies it,
-        # so the router(s) and the capsule node of one run replay the history only once.
-        if cached is not None and cached[0] == len(history):
-            return cached[1]
-        decision = self.decide_over(history)
-        self._last_decision = (len(history), decision)
+        """The controller's decision for the group's next ``auto`` run.
+
+        Equal to :meth:`decide_over` the whole history, but it folds only the records
+        appended since the previous call, so it costs the same at any history length.
+        A store that cannot be read does not fail the run: the last known decision
+        stands (fine when there is none), and the failure is counted in
+        ``store_guard`` and in the group's next run record (``store_errors``)."""
+        key: tuple[Any, ...] = (self.policy, len(self.plan.members), self.has_tools)
+        key += (self.built_tiers, self.judge_active)
+        held = self._decider
+        if held is None or held[0] != key:
+            decider = IncrementalDecider(
+                self.policy,
+                n_agents=len(self.plan.members),
+                has_tools=self.has_tools,
+                built_tiers=self.built_tiers,
+                judge_active=self.judge_active,
+            )
+            held = self._decider = (key, decider)
+        decider = held[1]
+        store, guard = self.store, self.store_guard
+        if store is not None and not decider.update(
+            lambda since: guard.history(store, self.graph_id, self.plan.name, since=since)
+        ):
+            last = self._last_decision
+            return fallback_decision(
+                None if last is None else last[1], "the controller store could not be read"
+            )
+        decision = decider.decide()
+        self._last_decision = (decider.consumed, decision)
         return decision
 
     def decide_over(self, history: Sequence[Observation]) -> Decision:
@@ -485,15 +511,17 @@ class GroupRuntime:
         usage: list[CallRecord] = [*staging.get("usage", []), *private.get("usage", [])]
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
-        obs = self._observation(staging, usage, tier, fallback)
+        # Stable across re-runs of this gate task on resume: the store keeps one record.
+        obs = self._observation(staging, usage, tier, fallback, run_id=gate_run_id(config))
         if judgement is not None:
             obs["quality"] = judgement.score
         apply_audit(obs, staging, judgement)
         shadows = [self._shadow_observation(obs, s) for s in staging.get("shadow_runs") or []]
         if self.store is not None and self._recorded(config):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
+            # A store failure never fails the run: retried, then dropped and counted.
             for o in (obs, *shadows):
-                self.store.append(o)
+                self.store_guard.append(self.store, o)
         judge_runs = [judgement.summary()] if judgement is not None else []
         judge_runs += [s["judgement"] for s in staging.get("shadow_runs") or []]
         self.record(
@@ -526,6 +554,7 @@ class GroupRuntime:
                 "judge_input_tokens": sum(j["input_tokens"] for j in judge_runs),
                 "judge_output_tokens": sum(j["output_tokens"] for j in judge_runs),
                 "audit": audit_summary(staging),
+                "store_errors": self.store_guard.take_unreported(),
             }
         )
         commits = self._commit(staging.get("updates") or [])
@@ -536,6 +565,7 @@ class GroupRuntime:
     def _shadow_observation(self, main: Observation, shadow: Mapping[str, Any]) -> Observation:
         obs = self._observation(shadow, shadow.get("usage") or [], shadow["tier"], shadow["route"])
         obs["run_id"] = main["run_id"]
+        obs["record_key"] = shadow_record_key(main["run_id"], shadow["tier"])
         obs["time"] = main["time"]
         obs["quality"] = shadow["judgement"]["score"]
         obs["shadow"] = True
@@ -548,9 +578,12 @@ class GroupRuntime:
         usage: Sequence[CallRecord],
         tier: str,
         fallback: Sequence[str],
+        *,
+        run_id: str | None = None,
     ) -> Observation:
         """The run's record for the controller (what counts is documented on
-        :class:`~langgraph_capsules.types.Observation`)."""
+        :class:`~langgraph_capsules.types.Observation`); ``run_id`` (a new one when
+        ``None``) is also its ``record_key``."""
         billed = [r for r in usage if r["kind"] != "served"]
         members: dict[str, MemberUsage] = {}
         for m in self.plan.members:
@@ -564,10 +597,11 @@ class GroupRuntime:
                 "latency_s": sum(r["latency_s"] for r in own),
             }
         merge = staging.get("merge") or {}
+        run_id = run_id or str(uuid.uuid4())
         return {
             "graph": self.graph_id,
             "group": self.plan.name,
-            "run_id": str(uuid.uuid4()),
+            "run_id": run_id,
             "time": time.time(),
             "tier": tier,
             "members": members,
@@ -581,6 +615,7 @@ class GroupRuntime:
             "errors": len(fallback) + sum(1 for r in billed if r["error"]),
             "quality": None,
             "shadow": False,
+            "record_key": run_id,
         }
 
     def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command[Any]]:

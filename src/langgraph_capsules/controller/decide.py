@@ -29,13 +29,16 @@ bypassed; ``compound`` means the cheapest built compound tier).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from langgraph_capsules.controller._fold import DEFAULT_UNDO_RUNS, Fold
 from langgraph_capsules.controller._replay import (
     MIN_AGENTS,
     Context,
+    Work,
     auto_plan,
     freeze,
     make_context,
@@ -48,7 +51,7 @@ from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.types import COMPOUND_TIERS, MODES, Observation, Tier
 
-__all__ = ["Decision", "controller_state", "decide"]
+__all__ = ["Decision", "IncrementalDecider", "controller_state", "decide", "fallback_decision"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,7 +209,12 @@ def decide(
             f"unknown capsule mode {mode!r}; use one of {list(MODES)}", code="bad_mode"
         )
     ctx = make_context(policy, n_agents, depth, has_tools, built_tiers, judge_active)
-    work = replay(history, ctx)
+    return _decision(replay(history, ctx), ctx, mode)
+
+
+def _decision(work: Work, ctx: Context, mode: str) -> Decision:
+    """The decision after a replayed state (``decide`` past its replay)."""
+    policy = ctx.policy
     state = freeze(work, ctx)
     events = tuple(f"last run: {e}" for e in work.events)
     if mode == "fine":
@@ -275,4 +283,167 @@ def _locked_compound(mode: str, ctx: Context, state: ControllerState) -> Decisio
         reasons.append(f"{wanted} is not built; using the nearest built tier {tier}")
     return Decision(
         tier=tier, shadow=False, shadow_tiers=(), mode=mode, state=state, reasons=tuple(reasons)
+    )
+
+
+# --------------------------------------------------------------------- incremental
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise CapsuleConfigError(
+            f"unknown capsule mode {mode!r}; use one of {list(MODES)}", code="bad_mode"
+        )
+
+
+Reader = Callable[[int], "Sequence[Observation] | None"]
+"""``read(since)``: the history's records numbered ``since + 1`` onwards, oldest first
+(``None`` when they could not be read)."""
+
+
+class IncrementalDecider:
+    """:func:`decide` over a group's growing history, at a constant cost per new run.
+
+    ``decide`` replays the whole history on every call. This keeps the replay's state
+    and how many observations it has consumed, and each :meth:`update` reads and folds
+    only the records appended since (``read(since)``, e.g.
+    ``lambda n: store.history(graph, group, since=n)``). Its decisions equal
+    ``decide(history, ...)`` over the same records, including runs whose records arrive
+    in several reads or interleaved with other runs' records (see
+    ``controller/_fold.py``). A store whose order shifted under it (the record before
+    the new ones is no longer the last one it read), or a late record of a run folded
+    long ago, makes it rebuild from the whole history. Thread-safe.
+
+    Args:
+        policy: The group's resolved policy.
+        n_agents: Agents in the group.
+        depth: Longest path in the group DAG.
+        has_tools: Whether any agent of the group has tools.
+        built_tiers: Tiers that have a strategy.
+        judge_active: Whether a judge is configured.
+        undo_runs: Recent runs that can still take a late record without a rebuild.
+
+    Raises:
+        CapsuleConfigError: As :func:`decide`.
+        ValueError: For ``n_agents < 1``, ``depth < 0`` or ``undo_runs < 1``.
+
+    Example:
+        >>> history = []
+        >>> decider = IncrementalDecider(ControllerPolicy(), n_agents=2)
+        >>> decider.update(lambda since: history[since:])
+        True
+        >>> decider.decide().tier, decider.consumed
+        ('fine', 0)
+    """
+
+    def __init__(
+        self,
+        policy: ControllerPolicy,
+        *,
+        n_agents: int,
+        depth: int = 0,
+        has_tools: bool = False,
+        built_tiers: frozenset[str] = DEFAULT_BUILT_TIERS,
+        judge_active: bool = False,
+        undo_runs: int = DEFAULT_UNDO_RUNS,
+    ) -> None:
+        self.context = make_context(policy, n_agents, depth, has_tools, built_tiers, judge_active)
+        """The replay's fixed inputs."""
+        self.rebuilds = 0
+        """Full replays so far (after a shifted store order or a very late record)."""
+        self._undo = undo_runs
+        self._fold = Fold(self.context, undo_runs=undo_runs)
+        self._cache: dict[str, Decision] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def consumed(self) -> int:
+        """Observations folded so far (the last sequence number read)."""
+        return self._fold.consumed
+
+    def update(self, read: Reader) -> bool:
+        """Fold the records appended since the last update.
+
+        Args:
+            read: ``read(since)`` returns the records numbered ``since + 1`` onwards
+                (called with one record of overlap, to check the order did not shift),
+                or ``None`` when they cannot be read.
+
+        Returns:
+            True when the state is up to date; False when ``read`` returned ``None``
+            (the state is left as it was).
+        """
+        with self._lock:
+            fold = self._fold
+            got = read(max(fold.consumed - 1, 0))
+            if got is None:
+                return False
+            new = list(got)
+            if fold.consumed:
+                if not new or new[0] != fold.last:
+                    return self._rebuild(read)
+                new = new[1:]
+            if not new:
+                return True
+            self._cache.clear()
+            if not fold.extend(new):
+                return self._rebuild(read)
+            return True
+
+    def _rebuild(self, read: Reader) -> bool:
+        # The old fold may be half-updated: drop it, so that a failed read here leaves
+        # a fold that rebuilds on the next update.
+        self._fold = Fold(self.context, undo_runs=self._undo)
+        self._cache.clear()
+        got = read(0)
+        if got is None:
+            return False
+        self._fold.extend(list(got))
+        self.rebuilds += 1
+        return True
+
+    def decide(self, mode: str = "auto") -> Decision:
+        """The decision after the records folded so far (what :func:`decide` returns
+        over them).
+
+        Args:
+            mode: As :func:`decide`.
+
+        Returns:
+            The decision (cached until new records are folded).
+
+        Raises:
+            CapsuleConfigError: ``bad_mode`` for an unknown mode.
+        """
+        _check_mode(mode)
+        with self._lock:
+            decision = self._cache.get(mode)
+            if decision is None:
+                decision = _decision(self._fold.work, self.context, mode)
+                self._cache[mode] = decision
+            return decision
+
+
+def fallback_decision(last: Decision | None, why: str) -> Decision:
+    """What a run does when the group's history cannot be read.
+
+    Args:
+        last: The last decision made from the history, if any.
+        why: What failed, for the reasons.
+
+    Returns:
+        ``last`` with a first reason saying it was reused, or a plain fine decision
+        (empty state) when there is no earlier decision.
+
+    Example:
+        >>> fallback_decision(None, "store locked").tier
+        'fine'
+    """
+    if last is not None:
+        return replace(last, reasons=(f"{why}: the last known decision stands", *last.reasons))
+    return Decision(
+        tier="fine",
+        shadow=False,
+        shadow_tiers=(),
+        mode="auto",
+        state=ControllerState(),
+        reasons=(f"{why}, and no earlier decision is known: run fine",),
     )

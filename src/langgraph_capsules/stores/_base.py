@@ -22,6 +22,11 @@ class ControllerStore(ABC):
     Contract (pinned by the shared contract tests in ``tests/test_stores.py``):
 
     * ``append`` never changes or drops an earlier record; there is no update or delete.
+    * ``append`` is idempotent on ``record_key``: a record whose ``record_key`` is already
+      in its (graph, group) log is not appended again, and ``append`` returns the stored
+      record's sequence number. Records without a ``record_key`` are always appended.
+      (The gate keys its records by LangGraph's task id, so a gate that re-runs on
+      resume writes nothing new.)
     * Sequence numbers are per (graph, group), start at 1 and have no gaps; ``history``
       returns records in sequence order, and ``history(since=n)`` returns the records
       numbered ``n + 1`` onwards.
@@ -57,11 +62,14 @@ class ControllerStore(ABC):
             obs: The record; ``obs["graph"]`` and ``obs["group"]`` pick the log.
 
         Returns:
-            The record's sequence number within (graph, group), starting at 1.
+            The record's sequence number within (graph, group), starting at 1; for a
+            record whose ``record_key`` is already in the log, the stored record's
+            number (nothing is appended).
 
         Raises:
             CapsuleConfigError: ``bad_observation`` if the record misses a field, has a
-                field of the wrong type or holds a value JSON cannot round-trip.
+                field of the wrong type, holds a value JSON cannot round-trip, or has a
+                ``record_key`` that is not a non-empty str.
         """
 
     @abstractmethod

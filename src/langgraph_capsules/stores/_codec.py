@@ -17,10 +17,12 @@ from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.types import Observation
 
 __all__ = [
+    "RECORD_KEY",
     "check_name",
     "check_since",
     "decode_observation",
     "encode_observation",
+    "record_key",
 ]
 
 _FIX = "build it with every field of langgraph_capsules.types.Observation"
@@ -46,6 +48,11 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "shadow": ((bool,), "a bool"),
 }
 _NON_EMPTY = ("graph", "group", "run_id")
+
+RECORD_KEY = "record_key"
+"""The optional idempotency field: a store appends a record with a ``record_key`` once
+per (graph, group); records without it (hand-built, or written by earlier releases)
+are always appended."""
 
 
 def _bad(message: str, *, group: str | None = None) -> CapsuleConfigError:
@@ -140,6 +147,14 @@ def encode_observation(obs: object) -> str:
                 f"{type(usage).__name__}; {_FIX}.",
                 group=group,
             )
+    key = obs.get(RECORD_KEY)
+    if RECORD_KEY in obs and (not isinstance(key, str) or not key):
+        raise _bad(
+            f"observation field {RECORD_KEY!r} must be a non-empty str when present (the "
+            f"record's idempotency key), got {type(key).__name__} {key!r:.60}; leave it out "
+            "to append the record unconditionally.",
+            group=group,
+        )
     for name, value in obs.items():
         if not isinstance(name, str):
             raise _bad(
@@ -183,6 +198,23 @@ def decode_observation(text: object, *, where: str) -> Observation:
             code="bad_store",
         )
     return cast(Observation, value)
+
+
+def record_key(obs: Observation) -> str | None:
+    """The record's idempotency key, or ``None`` when it has none.
+
+    Args:
+        obs: A record that passed :func:`encode_observation`.
+
+    Returns:
+        ``obs["record_key"]`` when present.
+
+    Example:
+        >>> record_key({"record_key": "run-1"}), record_key({})  # doctest: +SKIP
+        ('run-1', None)
+    """
+    key = obs.get(RECORD_KEY)
+    return key if isinstance(key, str) and key else None
 
 
 def check_name(value: object, what: str) -> str:

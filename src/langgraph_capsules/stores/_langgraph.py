@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import string
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,7 @@ from langgraph_capsules.stores._codec import (
     check_since,
     decode_observation,
     encode_observation,
+    record_key,
 )
 from langgraph_capsules.types import Observation
 
@@ -69,6 +71,12 @@ class BaseStoreControllerStore(ControllerStore):
     2. The history is the items sorted by ``(clock, key)``, and an observation's
        sequence number is its 1-based position in that order. Every worker that reads
        the same set of items computes the same order, hence the same decisions.
+
+    **Idempotent records.** A record with a ``record_key`` is stored under a key derived
+    from it alone (``"rk-<sha256 of record_key>"``), so a second append of it finds the
+    item and writes nothing, and two writers racing on the same record key write the
+    same item (the last ``put`` wins; no duplicate can appear). Records without a
+    ``record_key`` get the unique key above and are always appended.
 
     **Consistency.** Within one adapter object appends are serialised by a lock, so
     in one process the numbers returned by ``append`` are dense, distinct and final.
@@ -223,16 +231,36 @@ class BaseStoreControllerStore(ControllerStore):
             offset += len(page)
         return sorted(found.values())
 
-    def _new_item(self, obs: Observation, entries: list[_Entry]) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _item_key(obs: Observation) -> str | None:
+        """The item key of a record with a ``record_key`` (``None`` without one)."""
+        key = record_key(obs)
+        if key is None:
+            return None
+        return "rk-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @staticmethod
+    def _position(entries: list[_Entry], key: str | None) -> int | None:
+        """The 1-based position of the item ``key`` in ``entries`` (None if absent)."""
+        if key is None:
+            return None
+        return next((i for i, (_, k, _) in enumerate(entries, 1) if k == key), None)
+
+    def _new_item(
+        self, obs: Observation, entries: list[_Entry], key: str | None
+    ) -> tuple[str, dict[str, Any]]:
         text = encode_observation(obs)
         clock = max((c for c, _, _ in entries), default=0) + 1
-        key = f"{clock:012d}:{obs['run_id']}:{uuid4().hex}"
-        return key, {
+        value: dict[str, Any] = {
             "format": _FORMAT,
             "clock": clock,
             "run_id": obs["run_id"],
             "observation": text,
         }
+        if key is None:
+            return f"{clock:012d}:{obs['run_id']}:{uuid4().hex}", value
+        value["record_key"] = record_key(obs)
+        return key, value
 
     def _decode(self, entries: list[_Entry], ns: tuple[str, ...]) -> list[Observation]:
         return [decode_observation(t, where=f"item {k!r} in {ns!r}") for _, k, t in entries]
@@ -261,7 +289,8 @@ class BaseStoreControllerStore(ControllerStore):
 
         Returns:
             Its sequence number within (graph, group): final within this process,
-            provisional while appends from other processes overlap with it.
+            provisional while appends from other processes overlap with it. For a
+            record whose ``record_key`` is already stored, the stored one's number.
 
         Raises:
             CapsuleConfigError: ``bad_observation`` for an invalid record; ``bad_store``
@@ -273,9 +302,13 @@ class BaseStoreControllerStore(ControllerStore):
         """
         encode_observation(obs)  # validate before taking the lock or touching the store
         ns = self._group_ns(obs["graph"], obs["group"])
+        wanted = self._item_key(obs)
         with self._lock:
             entries = self._read(ns)
-            key, value = self._new_item(obs, entries)
+            seen = self._position(entries, wanted)
+            if seen is not None:
+                return seen
+            key, value = self._new_item(obs, entries, wanted)
             self.store.put(ns, key, value, index=False, ttl=None)
         return len(entries) + 1
 
@@ -345,9 +378,13 @@ class BaseStoreControllerStore(ControllerStore):
         """
         encode_observation(obs)
         ns = self._group_ns(obs["graph"], obs["group"])
+        wanted = self._item_key(obs)
         async with self._alocked():
             entries = await self._aread(ns)
-            key, value = self._new_item(obs, entries)
+            seen = self._position(entries, wanted)
+            if seen is not None:
+                return seen
+            key, value = self._new_item(obs, entries, wanted)
             await self.store.aput(ns, key, value, index=False, ttl=None)
         return len(entries) + 1
 

@@ -10,6 +10,7 @@ from langgraph_capsules.stores._codec import (
     check_since,
     decode_observation,
     encode_observation,
+    record_key,
 )
 from langgraph_capsules.types import Observation
 
@@ -22,7 +23,8 @@ class InMemoryControllerStore(ControllerStore):
     Serves one process: appends from any number of threads get distinct, dense
     sequence numbers under one lock, and the history is lost when the process exits.
     Records are kept as JSON text, exactly like the persistent stores, so a test that
-    passes here behaves the same against SQLite or a LangGraph ``BaseStore``.
+    passes here behaves the same against SQLite or a LangGraph ``BaseStore``. A record
+    whose ``record_key`` is already in its group's log is not appended again.
 
     Example:
         >>> from langgraph_capsules.stores import InMemoryControllerStore
@@ -34,6 +36,7 @@ class InMemoryControllerStore(ControllerStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._logs: dict[str, dict[str, list[str]]] = {}
+        self._keys: dict[tuple[str, str], dict[str, int]] = {}
 
     def append(self, obs: Observation) -> int:
         """Append one observation; see :meth:`ControllerStore.append`.
@@ -42,7 +45,9 @@ class InMemoryControllerStore(ControllerStore):
             obs: The record to append.
 
         Returns:
-            Its sequence number within (graph, group), starting at 1.
+            Its sequence number within (graph, group), starting at 1; for a record whose
+            ``record_key`` is already in the log, the first one's number (nothing is
+            appended).
 
         Raises:
             CapsuleConfigError: ``bad_observation`` for an invalid record.
@@ -55,8 +60,15 @@ class InMemoryControllerStore(ControllerStore):
             2
         """
         text = encode_observation(obs)
+        key = record_key(obs)
         with self._lock:
             log = self._logs.setdefault(obs["graph"], {}).setdefault(obs["group"], [])
+            if key is not None:
+                keys = self._keys.setdefault((obs["graph"], obs["group"]), {})
+                seen = keys.get(key)
+                if seen is not None:
+                    return seen
+                keys[key] = len(log) + 1
             log.append(text)
             return len(log)
 

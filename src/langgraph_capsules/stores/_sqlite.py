@@ -18,17 +18,29 @@ from langgraph_capsules.stores._codec import (
     check_since,
     decode_observation,
     encode_observation,
+    record_key,
 )
 from langgraph_capsules.types import Observation
 
 __all__ = ["SQLITE_SCHEMA_VERSION", "SqliteControllerStore"]
 
 SQLITE_SCHEMA_VERSION = 1
-"""Version of the table layout written by this release (kept in the schema table)."""
+"""Version of the table layout written by this release (kept in the schema table).
+
+The ``record_key`` column and its unique index were added to version 1 in place: they
+are optional, so a file written before them is upgraded on open (one ``ALTER TABLE``)
+and earlier releases still read and append to an upgraded file."""
 
 _COMPONENT = "controller_store"
 _SCHEMA_TABLE = "langgraph_capsules_schema"
 _OBS_TABLE = "langgraph_capsules_observations"
+_KEY_INDEX = "langgraph_capsules_observations_record_key"
+# A record's idempotency key: unique per (graph, group); NULL (no key, or a row written
+# before keys existed) is never equal to another NULL, so such rows never conflict.
+_ADD_KEY = (
+    f"ALTER TABLE {_OBS_TABLE} ADD COLUMN record_key TEXT",
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {_KEY_INDEX} ON {_OBS_TABLE} (graph, grp, record_key)",
+)
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {_SCHEMA_TABLE} ("
     " component TEXT PRIMARY KEY,"
@@ -42,8 +54,10 @@ _CREATE = (
     " run_id TEXT NOT NULL,"
     " time REAL NOT NULL,"
     " data TEXT NOT NULL,"
+    " record_key TEXT,"
     " PRIMARY KEY (graph, grp, seq)"
     ") WITHOUT ROWID",
+    _ADD_KEY[1],
     f"INSERT OR IGNORE INTO {_SCHEMA_TABLE} (component, version) "
     f"VALUES ('{_COMPONENT}', {SQLITE_SCHEMA_VERSION})",
 )
@@ -275,6 +289,8 @@ class SqliteControllerStore(ControllerStore):
                     ),
                     code="bad_store",
                 )
+            if not self._retry_busy(lambda: self._has_key_column(conn)):
+                self._retry_busy(lambda: self._add_key(conn))
             mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         if mode is None or str(mode[0]).lower() != "wal":
             raise CapsuleConfigError(
@@ -293,6 +309,24 @@ class SqliteControllerStore(ControllerStore):
                 f"does not write into databases it did not create. {_FOREIGN_FIX}",
                 code="bad_store",
             )
+
+    @staticmethod
+    def _has_key_column(conn: sqlite3.Connection) -> bool:
+        rows = conn.execute(f"PRAGMA table_info({_OBS_TABLE})").fetchall()
+        return any(str(row[1]) == "record_key" for row in rows)
+
+    def _add_key(self, conn: sqlite3.Connection) -> None:
+        """Upgrade a file written before ``record_key`` existed (its rows keep NULL)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_key_column(conn):  # another process may have upgraded it
+                for statement in _ADD_KEY:
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _create(self, conn: sqlite3.Connection) -> None:
         # Several processes may open a new file at once: the write lock makes the
@@ -341,13 +375,15 @@ class SqliteControllerStore(ControllerStore):
 
         The next sequence number is read and the row inserted inside one
         ``BEGIN IMMEDIATE`` transaction, so concurrent processes get distinct, dense
-        numbers.
+        numbers. A record whose ``record_key`` is already in its group's log is not
+        inserted again (checked in the same transaction, and by a unique index).
 
         Args:
             obs: The record to append.
 
         Returns:
-            Its sequence number within (graph, group), starting at 1.
+            Its sequence number within (graph, group), starting at 1; for a record whose
+            ``record_key`` is already in the log, the first one's number.
 
         Raises:
             CapsuleConfigError: ``bad_observation`` for an invalid record;
@@ -359,10 +395,23 @@ class SqliteControllerStore(ControllerStore):
             1
         """
         text = encode_observation(obs)
+        key = record_key(obs)
         conn = self._conn()
         with self._errors("append to"):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                seen = (
+                    None
+                    if key is None
+                    else conn.execute(
+                        f"SELECT seq FROM {_OBS_TABLE} "
+                        "WHERE graph = ? AND grp = ? AND record_key = ?",
+                        (obs["graph"], obs["group"], key),
+                    ).fetchone()
+                )
+                if seen is not None:
+                    conn.execute("COMMIT")
+                    return int(seen[0])
                 row = conn.execute(
                     f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {_OBS_TABLE} "
                     "WHERE graph = ? AND grp = ?",
@@ -370,9 +419,17 @@ class SqliteControllerStore(ControllerStore):
                 ).fetchone()
                 seq = int(row[0])
                 conn.execute(
-                    f"INSERT INTO {_OBS_TABLE} (graph, grp, seq, run_id, time, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (obs["graph"], obs["group"], seq, obs["run_id"], float(obs["time"]), text),
+                    f"INSERT INTO {_OBS_TABLE} (graph, grp, seq, run_id, time, data, "
+                    "record_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        obs["graph"],
+                        obs["group"],
+                        seq,
+                        obs["run_id"],
+                        float(obs["time"]),
+                        text,
+                        key,
+                    ),
                 )
                 conn.execute("COMMIT")
             except BaseException:
