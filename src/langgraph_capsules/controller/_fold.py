@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Any, SupportsIndex, cast, overload
 
 from langgraph_capsules.controller._replay import Context, Work, _replay_run
@@ -120,35 +120,51 @@ def compact(work: Work, window: int) -> None:
             del values[:-keep]
 
 
+_IMMUTABLE: frozenset[type] = frozenset({int, float, str, bool, type(None), tuple, frozenset})
+_DATACLASS_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
 def clone(value: Any) -> Any:
     """A copy of a working state that shares nothing mutable with ``value``.
 
     Handles what the replay state is made of: mutable dataclasses (copied field by
     field, so a field added to ``Work`` is copied too), lists, :class:`Recent`, dicts,
-    and immutable values (shared).
+    and immutable values (shared: numbers, strings, tuples, frozen dataclasses).
     """
-    if isinstance(value, Recent):
-        return value.copy()
-    if isinstance(value, list):
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return value
+    if cls is list:
         return [clone(v) for v in value] if value and _mutable(value[0]) else list(value)
-    if isinstance(value, dict):
+    if cls is Recent:
+        return value.copy()
+    if cls is dict:
         return {k: clone(v) for k, v in value.items()}
-    if is_dataclass(value) and not isinstance(value, type) and not _frozen(value):
-        copied = object.__new__(type(value))
-        for f in fields(value):
-            object.__setattr__(copied, f.name, clone(getattr(value, f.name)))
+    names = _mutable_fields(cls)
+    if names is not None:
+        copied = object.__new__(cls)
+        for name in names:
+            object.__setattr__(copied, name, clone(getattr(value, name)))
         return copied
+    if isinstance(value, (list, dict)):
+        raise TypeError(f"clone() cannot copy a {cls.__name__}")
     return value
 
 
-def _frozen(value: Any) -> bool:
-    return bool(type(value).__dataclass_params__.frozen)
+def _mutable_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a mutable dataclass (``None`` for anything else)."""
+    if cls not in _DATACLASS_FIELDS:
+        params = getattr(cls, "__dataclass_params__", None)
+        mutable = params is not None and not params.frozen
+        _DATACLASS_FIELDS[cls] = tuple(f.name for f in fields(cls)) if mutable else None
+    return _DATACLASS_FIELDS[cls]
 
 
 def _mutable(value: Any) -> bool:
-    return isinstance(value, (list, dict)) or (
-        is_dataclass(value) and not isinstance(value, type) and not _frozen(value)
-    )
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return False
+    return cls in (list, dict, Recent) or _mutable_fields(cls) is not None
 
 
 @dataclass
