@@ -19,6 +19,12 @@ path could not reproduce. These nodes stay as they are (and the plan says why):
 Fan-out groups are inferred from siblings: eligible nodes with the same set of
 triggers (plain-edge predecessors and fan-in joins) and at least two members. Such
 siblings never have edges among them and always run in the same superstep.
+
+:attr:`Topology.routes` records who may trigger whom at run time (conditional edges,
+``Command``/``Send``; unknown targets for a node whose routing is only seen in its
+code). The plan uses it to keep a group out when a node outside it, not downstream of
+it, may trigger one of its successors: the group's gate runs a superstep after the
+members, so that successor would run twice where the original ran it once.
 """
 
 from __future__ import annotations
