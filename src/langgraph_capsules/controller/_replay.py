@@ -203,8 +203,10 @@ def auto_plan(work: Work, ctx: Context) -> Plan:
         )
         return Plan("fine", tiers, tuple(reasons))
     if paused:
-        reasons.append(f"{judge_pause_reason(work.audit)}: run {choice.tier} directly, ungated")
-        return Plan(choice.tier, (), tuple(reasons))
+        # with a quality floor set, no switch goes ungated: stay fine (the original app's
+        # cost) until the pause ends and a shadow evaluation can judge the switch
+        reasons.append(f"{judge_pause_reason(work.audit)}: staying fine, no switch goes ungated")
+        return Plan("fine", (), tuple(reasons))
     reasons.append(
         f"quality gate inactive (no judge or no quality_floor): run {choice.tier} directly"
     )
