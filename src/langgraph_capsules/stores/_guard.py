@@ -103,7 +103,7 @@ class StoreGuard:
     failed_reads: int = 0
     """Reads that failed (the decision fell back)."""
     _unreported: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def store_errors(self) -> int:
