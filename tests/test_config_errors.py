@@ -168,6 +168,11 @@ def test_a_compound_run_where_no_call_parked_says_why_nothing_merged() -> None:
     hidden["llm"] = lc.CapsuleChatModel(ScriptedChatModel())  # type: ignore[assignment]
     staging = rt.capsule_sync(state, config)[rt.plan.channel]["staging"]
     assert "notes" not in staging["merge"]
+    # through the graph, the note reaches the run record and the report
+    hidden["llm"] = ScriptedChatModel()
+    capsules.compile().invoke({"doc": DOC}, config)
+    assert capsules.history("arm")[-1]["notes"] == notes
+    assert "wrap the model with lc.CapsuleChatModel" in capsules.report(print_=False).text
 
 
 class _Lookup:

@@ -312,3 +312,17 @@ def test_members_writing_different_plain_keys_and_one_reducer_key_match_the_orig
     app = lc.capsulize(builder).compile()
     for config in MODES:
         assert app.invoke({"doc": DOC}, config) == original
+
+
+@pytest.mark.parametrize("bad", [{"empty_sections": {2}}, {"empty_sections": {1}}])
+def test_two_writers_raise_even_when_one_of_them_is_rerun_as_its_node(bad: Any) -> None:
+    """One writer's section is bad, so it re-runs as its own node a superstep before the
+    gate commits the other's staged write: still LangGraph's own error, not a silent
+    last-write-wins."""
+    builder = _two_writers(lc.CapsuleChatModel(ScriptedChatModel(**bad)))
+    with pytest.raises(InvalidUpdateError) as original:
+        builder.compile().invoke({"doc": DOC})
+    capsules = lc.capsulize(builder)
+    with pytest.raises(InvalidUpdateError) as e:
+        capsules.compile().invoke({"doc": DOC}, COMPOUND)
+    assert str(e.value) == str(original.value)

@@ -165,6 +165,12 @@ class CapsuleGraph:
 
     def _record(self, rec: GroupRunRecord) -> None:
         with self._lock:
+            # a gate re-run on resume writes its run again (same run key): keep one
+            for i in range(len(self._history) - 1, max(len(self._history) - 64, 0) - 1, -1):
+                old = self._history[i]
+                if old["run_key"] == rec["run_key"] and old["group"] == rec["group"]:
+                    self._history[i] = rec
+                    return
             self._history.append(rec)
 
     @property
@@ -326,8 +332,9 @@ def _notes(r: GroupRunRecord) -> str:
     if r.get("judge_calls"):
         notes.append(f"judge {r['judge_calls']} call(s)")
     notes += [f"fallback {m} ({r['fallback_reasons'].get(m, '')})" for m in r["fallback"]]
-    run_notes: Any = dict(r).get("notes") or []  # what the capsule node saw (GroupRunRecord)
-    notes += [str(n) for n in run_notes]
+    notes += [str(n) for n in r.get("notes") or []]
+    if r.get("store_errors"):
+        notes.append(f"{r.get('store_errors')} controller-store error(s), run unaffected")
     return "; ".join(notes) or "-"
 
 

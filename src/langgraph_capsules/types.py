@@ -113,6 +113,9 @@ class GroupRunRecord(TypedDict):
     healthy."""
     audit: NotRequired[AuditSummary | None]
     """The audit of this compound run (its fine reference run), else None."""
+    notes: NotRequired[list[str]]
+    """What the capsule node noticed, e.g. why nothing merged (no call went through a
+    ``CapsuleChatModel``)."""
 
 
 class AuditSummary(TypedDict):

@@ -16,8 +16,6 @@ gate runs exactly once per run and its successors and joins fire once.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, is_dataclass
 from typing import Any
@@ -31,7 +29,6 @@ from pydantic import BaseModel
 
 from langgraph_capsules._compat import (
     TAG_NOSTREAM,
-    BinaryOperatorAggregate,
     StateNodeSpec,
     node_runnable,
 )
@@ -40,7 +37,6 @@ from langgraph_capsules.compiler.audit_run import (
     apply_audit,
     audit_async,
     audit_judge_args,
-    audit_summary,
     audit_sync,
 )
 from langgraph_capsules.compiler.execution import (
@@ -61,13 +57,20 @@ from langgraph_capsules.compiler.judging import (
 )
 from langgraph_capsules.compiler.modes import record_flag, resolve_mode, tier_for_mode
 from langgraph_capsules.compiler.plan import GroupPlan
+from langgraph_capsules.compiler.records import (
+    check_single_writers,
+    commit_writes,
+    observation,
+    run_record,
+    shadow_observation,
+)
 from langgraph_capsules.controller import Decision, decide
 from langgraph_capsules.controller.decide import IncrementalDecider, fallback_decision
 from langgraph_capsules.errors import member_routes_error
 from langgraph_capsules.judges import Judge
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.stores import ControllerStore
-from langgraph_capsules.stores._guard import StoreGuard, gate_run_id, shadow_record_key
+from langgraph_capsules.stores._guard import StoreGuard, gate_run_id
 from langgraph_capsules.strategies.guidance import guidance_hint
 from langgraph_capsules.strategies.standard import (
     DEFAULT_SECTION_WORDS,
@@ -78,7 +81,6 @@ from langgraph_capsules.types import (
     TIERS,
     CallRecord,
     GroupRunRecord,
-    MemberUsage,
     Observation,
     Tier,
 )
@@ -91,7 +93,8 @@ BUILT_TIERS: tuple[Tier, ...] = ("fine", "standard", "sequential")
 
 def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
     """Reducer of a group's private channel: ``None`` clears, ``usage`` appends,
-    ``outputs`` and ``digests`` (per member, for the judge) merge."""
+    ``outputs`` and ``digests`` (per member, for the judge) and ``wrote`` (the keys
+    each member node wrote) merge."""
     if new is None:
         return {}
     out = dict(old or {})
@@ -99,7 +102,7 @@ def private_reducer(old: dict[str, Any] | None, new: dict[str, Any] | None) -> d
         out["staging"] = new["staging"]
     if "usage" in new:
         out["usage"] = [*out.get("usage", []), *new["usage"]]
-    for key in ("outputs", "digests"):
+    for key in ("outputs", "digests", "wrote"):
         if key in new:
             out[key] = {**out.get(key, {}), **new[key]}
     return out
@@ -109,10 +112,6 @@ def _coerce(schema: Any, values: dict[str, Any]) -> Any:
     if isinstance(schema, type) and (issubclass(schema, BaseModel) or is_dataclass(schema)):
         return schema(**values)
     return values
-
-
-def _multi_write(channel: Any) -> bool:
-    return isinstance(channel, BinaryOperatorAggregate) or type(channel).__name__ == "Topic"
 
 
 @dataclass(frozen=True)
@@ -261,9 +260,12 @@ class GroupRuntime:
 
         def report(input: Any, ret: Any, tracker: UsageTracker) -> Command[Any]:
             private: dict[str, Any] = {"usage": tracker.records}
+            update = _update_of(ret)
+            # the keys it wrote: a fallback member and a staged one writing one plain key
+            # must fail as LangGraph fails two writers in one step
+            private["wrote"] = {member: sorted(update or ())}
             if judging:
                 private["digests"] = {member: input_digest(input)}
-                update = _update_of(ret)
                 if update is not None:
                     private["outputs"] = {member: update}
             return Command(update={channel: private})
@@ -512,124 +514,37 @@ class GroupRuntime:
         tier = staging.get("tier", "fine")
         fallback = list(staging.get("route") or []) if tier != "fine" else []
         # Stable across re-runs of this gate task on resume: the store keeps one record.
-        obs = self._observation(staging, usage, tier, fallback, run_id=gate_run_id(config))
+        obs = observation(
+            self.plan, self.graph_id, staging, usage, tier, fallback, run_id=gate_run_id(config)
+        )
         if judgement is not None:
             obs["quality"] = judgement.score
         apply_audit(obs, staging, judgement)
-        shadows = [self._shadow_observation(obs, s) for s in staging.get("shadow_runs") or []]
+        shadows = [
+            shadow_observation(self.plan, self.graph_id, obs, s)
+            for s in staging.get("shadow_runs") or []
+        ]
         if self.store is not None and self._recorded(config):
             # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
             # A store failure never fails the run: retried, then dropped and counted.
             for o in (obs, *shadows):
                 self.store_guard.append(self.store, o)
-        judge_runs = [judgement.summary()] if judgement is not None else []
-        judge_runs += [s["judgement"] for s in staging.get("shadow_runs") or []]
         self.record(
-            {
-                "group": self.plan.name,
-                "tier": tier,
-                "run_key": obs["run_id"],
-                "time": obs["time"],
-                "members": list(self.plan.members),
-                "fallback": fallback,
-                "fallback_reasons": dict(staging.get("reasons") or {}),
-                "calls": obs["calls"],
-                "input_tokens": obs["input_tokens"],
-                "cached_tokens": obs["cached_tokens"],
-                "output_tokens": obs["output_tokens"],
-                "latency_s": float(staging.get("elapsed_s", 0.0)),
-                "error": staging.get("error"),
-                "quality": obs["quality"],
-                "shadow": [
-                    {
-                        "tier": o["tier"],
-                        "quality": o["quality"],
-                        "calls": o["calls"],
-                        "input_tokens": o["input_tokens"],
-                        "output_tokens": o["output_tokens"],
-                    }
-                    for o in shadows
-                ],
-                "judge_calls": sum(j["calls"] for j in judge_runs),
-                "judge_input_tokens": sum(j["input_tokens"] for j in judge_runs),
-                "judge_output_tokens": sum(j["output_tokens"] for j in judge_runs),
-                "audit": audit_summary(staging),
-                "store_errors": self.store_guard.take_unreported(),
-            }
+            run_record(
+                self.plan,
+                obs,
+                shadows,
+                staging,
+                judgement,
+                store_errors=self.store_guard.take_unreported(),
+            )
         )
-        commits = self._commit(staging.get("updates") or [])
+        staged = staging.get("updates") or []
+        check_single_writers(staged, private.get("wrote") or {}, fallback, self.channels)
+        commits = commit_writes(staged)
         if not commits:
             return {self.plan.channel: None}
         return [Command(update={self.plan.channel: None}), *commits]
-
-    def _shadow_observation(self, main: Observation, shadow: Mapping[str, Any]) -> Observation:
-        obs = self._observation(shadow, shadow.get("usage") or [], shadow["tier"], shadow["route"])
-        obs["run_id"] = main["run_id"]
-        obs["record_key"] = shadow_record_key(main["run_id"], shadow["tier"])
-        obs["time"] = main["time"]
-        obs["quality"] = shadow["judgement"]["score"]
-        obs["shadow"] = True
-        obs["judge_error"] = obs["quality"] is None
-        return obs
-
-    def _observation(
-        self,
-        staging: Mapping[str, Any],
-        usage: Sequence[CallRecord],
-        tier: str,
-        fallback: Sequence[str],
-        *,
-        run_id: str | None = None,
-    ) -> Observation:
-        """The run's record for the controller (what counts is documented on
-        :class:`~langgraph_capsules.types.Observation`); ``run_id`` (a new one when
-        ``None``) is also its ``record_key``."""
-        billed = [r for r in usage if r["kind"] != "served"]
-        members: dict[str, MemberUsage] = {}
-        for m in self.plan.members:
-            own = [r for r in billed if r["member"] == m]
-            members[m] = {
-                "input_tokens": sum(r["input_tokens"] for r in own),
-                "cached_tokens": sum(r["cached_tokens"] for r in own),
-                "output_tokens": sum(r["output_tokens"] for r in own),
-                "calls": len(own),
-                "tool_calls": sum(r["tool_calls"] for r in own),
-                "latency_s": sum(r["latency_s"] for r in own),
-            }
-        merge = staging.get("merge") or {}
-        run_id = run_id or str(uuid.uuid4())
-        return {
-            "graph": self.graph_id,
-            "group": self.plan.name,
-            "run_id": run_id,
-            "time": time.time(),
-            "tier": tier,
-            "members": members,
-            "calls": len(billed),
-            "input_tokens": sum(r["input_tokens"] for r in billed),
-            "cached_tokens": sum(r["cached_tokens"] for r in billed),
-            "output_tokens": sum(r["output_tokens"] for r in billed),
-            "latency_s": float(staging.get("elapsed_s") or sum(r["latency_s"] for r in billed)),
-            "tool_calls": sum(r["tool_calls"] for r in billed),
-            "coordination_tokens": int(merge.get("coordination_tokens", 0)),
-            "errors": len(fallback) + sum(1 for r in billed if r["error"]),
-            "quality": None,
-            "shadow": False,
-            "record_key": run_id,
-        }
-
-    def _commit(self, staged: Sequence[Sequence[Any]]) -> list[Command[Any]]:
-        """One write per member, in node-name order as LangGraph applies a superstep.
-
-        All of them land in the gate's one superstep, so every channel sees exactly the
-        values it saw when the members ran as nodes: reducers apply once per member, and
-        two members writing one plain key raise LangGraph's own ``InvalidUpdateError``
-        ("At key 'x': Can receive only one value per step"), as the original graph does."""
-        return [
-            Command(update=dict(update))
-            for _member, update in sorted(staged, key=lambda mu: mu[0])
-            if update
-        ]
 
 
 def _update_of(ret: Any) -> dict[str, Any] | None:
