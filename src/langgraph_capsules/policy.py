@@ -119,6 +119,7 @@ _POSITIVE_INTS = (
     "escalation_min_failures",
     "escalation_decay_window",
     "judge_failure_limit",
+    "max_batch",
 )
 _BOOLS = ("cache_aligned_prompts", "escalation_enabled")
 
@@ -224,6 +225,10 @@ class ControllerPolicy:
     """Consecutive no-score judgements (the judge raised or returned garbage) after which
     shadow evaluations and audits pause; the pause grows like the switch back-off
     (``min_observations x min(1 + pauses, 5)`` runs). While paused the gate is off."""
+    max_batch: int = 8
+    """[ours] Dynamic fan-out groups (``Send`` map-reduce, a conditional edge to several
+    nodes): at most this many instances are answered by one merged call; ``N`` instances
+    of one router call make ``ceil(N / max_batch)`` merged calls, run concurrently."""
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:

@@ -319,6 +319,14 @@ class Topology:
     routes: dict[str, frozenset[str] | None] = field(default_factory=dict)
     """Nodes that may trigger others at run time (conditional edges, ``Command``/``Send``),
     with the targets (``None``: unknown, any node)."""
+    intrinsic: dict[str, str] = field(default_factory=dict)
+    """Nodes that cannot run merged whatever triggers them (conditional out-edges,
+    ``Command``/``Send``, ``defer=True``, a subgraph, ``interrupt()``), with the reason:
+    a conditional-edge or ``Send`` target not in here can join a *dynamic* group."""
+    branches: dict[str, dict[str, frozenset[str] | None]] = field(default_factory=dict)
+    """Per source node, per conditional edge (its path's name), the nodes it may route
+    to (``Send`` or name); ``None`` for an opaque edge (no ``path_map``, no ``Literal``
+    hint). ``END`` is left out."""
 
     def descendants(self, nodes: Iterable[str]) -> set[str]:
         """Every node reachable from ``nodes`` through edges, joins and routes whose
@@ -366,8 +374,14 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
     ineligible: dict[str, str] = {}
     opaque: list[str] = []
     routes: dict[str, set[str] | None] = {}
+    branch_targets: dict[str, dict[str, frozenset[str] | None]] = {}
     for src, branches in builder.branches.items():
-        for branch in branches.values():
+        for bname, branch in branches.items():
+            branch_targets.setdefault(src, {})[bname] = (
+                None
+                if branch.ends is None
+                else frozenset(t for t in branch.ends.values() if t in triggers)
+            )
             if branch.ends is None:
                 opaque.append(src)
                 routes[src] = None
@@ -380,6 +394,7 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
                     ineligible[target] = f"targeted by a conditional edge from '{src}'"
     uninferred: dict[str, str] = {}
     unwrapped: dict[str, tuple[str, ...]] = {}
+    intrinsic: dict[str, str] = {}
     for name in nodes:
         spec = builder.nodes[name]
         fns = user_functions(spec)
@@ -407,6 +422,8 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
             reason = "is a subgraph"
         elif any(_calls_interrupt(f) for f in node_functions(spec)):
             reason = "calls interrupt()"
+        if reason is not None:
+            intrinsic[name] = reason
         elif name in ineligible:
             continue
         elif opaque:
@@ -428,6 +445,8 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
         uninferred=uninferred,
         unwrapped=unwrapped,
         routes={n: None if t is None else frozenset(t) for n, t in routes.items()},
+        intrinsic=intrinsic,
+        branches=branch_targets,
     )
 
 

@@ -1,4 +1,14 @@
-"""Validate the user's grouping and produce the :class:`CapsulePlan`."""
+"""Validate the user's grouping and produce the :class:`CapsulePlan`.
+
+Two kinds of group:
+
+* **static** (:class:`GroupPlan`): plain-edge siblings that always run in one superstep;
+* **dynamic** (:class:`DynamicGroupPlan`): the targets of a conditional edge (a router
+  returning ``Send``s or node names). Which instances run together is only known when
+  the router runs, so the group is formed per router call from its output (see
+  ``compiler/dynamic.py``). Inferred for every conditional edge with a target that can
+  run merged; ``groups=`` may declare one by naming targets of one router.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +23,17 @@ from typing import Any
 from langgraph.graph import StateGraph
 
 from langgraph_capsules._compat import END, START
+from langgraph_capsules.compiler.dynamic_plan import (
+    DynamicGroupPlan,
+    batched_note,
+    check_dynamic,
+    declared_routers,
+    infer_dynamic,
+)
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.topology import Topology, Trigger, infer_group_name
 
-__all__ = ["PLAN_VERSION", "CapsulePlan", "GroupPlan", "make_plan"]
+__all__ = ["PLAN_VERSION", "CapsulePlan", "DynamicGroupPlan", "GroupPlan", "make_plan"]
 
 PLAN_VERSION = 1
 _GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -69,6 +86,13 @@ class CapsulePlan:
     """A stable hash of the groups; stamped into every checkpoint of the capsule graph."""
     notes: tuple[str, ...] = ()
     """Plan-wide remarks (e.g. ``groups={}``: no groups, on purpose)."""
+    dynamic: tuple[DynamicGroupPlan, ...] = ()
+    """Dynamic fan-out groups (``Send`` map-reduce, conditional edges to several nodes)."""
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Every group name, static then dynamic (what a run's ``groups`` may name)."""
+        return (*(g.name for g in self.groups), *(d.name for d in self.dynamic))
 
     def group(self, name: str) -> GroupPlan:
         """The group called ``name`` (``KeyError`` listing the groups otherwise)."""
@@ -96,12 +120,26 @@ class CapsulePlan:
                 }
                 for g in self.groups
             ],
+            "dynamic": [
+                {
+                    "name": d.name,
+                    "members": list(d.members),
+                    "routers": [{"source": src, "path": path} for src, path in d.routers],
+                    "capsule_node": d.capsule_node,
+                    "inferred": d.inferred,
+                    "notes": list(d.notes),
+                }
+                for d in self.dynamic
+            ],
             "untouched": dict(self.untouched),
             "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
-        lines = [f"CapsulePlan {self.plan_id}: {len(self.groups)} group(s)"]
+        head = f"CapsulePlan {self.plan_id}: {len(self.groups)} group(s)"
+        if self.dynamic:
+            head += f", {len(self.dynamic)} dynamic group(s)"
+        lines = [head]
         lines += [f"  note: {n}" for n in self.notes]
         for g in self.groups:
             how = "inferred" if g.inferred else "declared"
@@ -112,6 +150,17 @@ class CapsulePlan:
                 tiers += " (two_phase runs as sequential: no declared agent with tools)"
             lines.append(tiers)
             lines += [f"    note: {n}" for n in g.notes]
+        for d in self.dynamic:
+            how = "inferred" if d.inferred else "declared"
+            lines.append(f"  dynamic group {d.name!r} ({how}): {', '.join(d.members)}")
+            routers = ", ".join(f"{src} -> {path}" for src, path in d.routers)
+            lines.append(f"    router: {routers} (Send or conditional edge; grouped per call)")
+            lines.append(f"    node added: {d.capsule_node}")
+            lines.append(
+                "    tiers: fine, standard (at most max_batch instances per merged call; "
+                "auto, observe and sequential run fine for now)"
+            )
+            lines += [f"    note: {n}" for n in d.notes]
         if self.untouched:
             lines.append("  left as they are:")
             for node, why in self.untouched.items():
@@ -129,10 +178,11 @@ def _tiers(builder: StateGraph[Any, Any, Any, Any], members: Sequence[str]) -> t
     return ("fine", "standard", "sequential")
 
 
-def _plan_id(groups: Sequence[GroupPlan]) -> str:
-    data = json.dumps(
-        [PLAN_VERSION, [[g.name, list(g.members)] for g in groups]], separators=(",", ":")
-    )
+def _plan_id(groups: Sequence[GroupPlan], dynamic: Sequence[DynamicGroupPlan] = ()) -> str:
+    body: list[Any] = [PLAN_VERSION, [[g.name, list(g.members)] for g in groups]]
+    if dynamic:  # plans without dynamic groups keep their ids
+        body.append([[d.name, list(d.members), [list(r) for r in d.routers]] for d in dynamic])
+    data = json.dumps(body, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
@@ -164,6 +214,7 @@ def make_plan(
     planned: list[GroupPlan] = []
     notes: list[str] = []
     dropped: dict[str, str] = {}
+    declared_dynamic: list[tuple[str, list[str], list[tuple[str, str]]]] = []
     if groups is None:
         taken = set(known)
         for trig, members in topo.siblings(exclude=excluded):
@@ -189,6 +240,10 @@ def make_plan(
         owner: dict[str, str] = {}
         for name, declared in groups.items():
             members = _member_list(name, declared)
+            routers = declared_routers(name, members, topo, known)
+            if routers is not None:
+                declared_dynamic.append((name, members, routers))
+                continue
             group = _check_group(name, members, topo, ineligible, owner, known)
             clash = _routed_successor(group.members, topo, declared=True)
             if clash is not None:
@@ -207,12 +262,38 @@ def make_plan(
     ]
     planned.sort(key=lambda g: g.name)
     in_group = {m for g in planned for m in g.members}
+    static_of = {m: g.name for g in planned for m in g.members}
+    joins = {s for starts, _d in builder.waiting_edges for s in starts}
+    if groups is None:
+        dynamic = infer_dynamic(topo, excluded, joins, static_of, known | set(static_of.values()))
+    else:
+        dynamic = []
+        dyn_owner: dict[str, str] = {}
+        for name, members, routers in declared_dynamic:
+            d = check_dynamic(name, members, routers, topo, excluded, joins, static_of, known)
+            for m in d.members:
+                if dyn_owner.setdefault(m, name) != name:
+                    raise CapsuleConfigError(
+                        f"node {m!r} is in two groups, {dyn_owner[m]!r} and {name!r}; put "
+                        "it in one group only",
+                        code="node_in_two_groups",
+                        node=m,
+                        group=name,
+                    )
+            dynamic.append(d)
+    dynamic.sort(key=lambda d: d.name)
+    batched = {m: d.name for d in reversed(dynamic) for m in d.members}
     untouched = {
-        n: ineligible.get(n) or dropped.get(n) or topo.uninferred.get(n) or "not in any group"
+        n: batched_note(
+            ineligible.get(n) or dropped.get(n) or topo.uninferred.get(n) or "not in any group",
+            batched.get(n),
+        )
         for n in topo.nodes
         if n not in in_group and n not in (START, END)
     }
-    return CapsulePlan(tuple(planned), untouched, _plan_id(planned), tuple(notes))
+    return CapsulePlan(
+        tuple(planned), untouched, _plan_id(planned, dynamic), tuple(notes), tuple(dynamic)
+    )
 
 
 def _member_list(name: Any, declared: Any) -> list[str]:

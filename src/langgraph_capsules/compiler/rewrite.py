@@ -1,6 +1,9 @@
 """Rewrite a builder copy: keep every node, add ``capsule__G``/``gate__G`` per group.
 
-Wiring per group ``G`` (all decisions are static; names are deterministic so that a
+Dynamic groups (``Send`` / conditional-edge fan-out) are wired by
+``compiler/dynamic.py``: one ``capsule__<group>`` node and the routers wrapped.
+
+Wiring per static group ``G`` (all decisions are static; names are deterministic so that a
 rebuilt graph resumes its own checkpoints)::
 
     P --(router: fine)--> members --> gate__G --> successors
@@ -29,6 +32,7 @@ from langgraph.graph import StateGraph
 
 from langgraph_capsules._compat import END, RunnableCallable, clone_builder, node_runnable
 from langgraph_capsules.agents import HIDDEN_READS_KEY, SHARED_READS_KEY, agent_spec
+from langgraph_capsules.compiler.dynamic import wire_dynamic
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
 from langgraph_capsules.context import hidden_reads
@@ -62,12 +66,17 @@ def rewrite(
     *,
     default_mode: str,
     record: Callable[[GroupRunRecord], None],
-    section_words: int,
+    section_words: int | None,
     policies: Mapping[str, ControllerPolicy],
     store: ControllerStore | None,
     judge: Judge | None = None,
+    policy: ControllerPolicy | None = None,
 ) -> tuple[StateGraph[Any, Any, Any, Any], dict[str, GroupRuntime]]:
-    """Build the capsule graph's builder from a copy of ``source``."""
+    """Build the capsule graph's builder from a copy of ``source``.
+
+    Dynamic groups (``plan.dynamic``) are wired last by
+    :func:`~langgraph_capsules.compiler.dynamic.wire_dynamic`; their policy is
+    ``policies[name]``, else ``policy`` (the pipeline's), else the default."""
     n = clone_builder(source)
     hidden = hidden_reads(source, topo)  # predecessor-only context in linear chains
     for node, keys in hidden.items():
@@ -173,6 +182,17 @@ def rewrite(
     for p, entries in routed.items():
         _add_router(n, p, entries)
     _join_successors(n, topo, plan, member_of)
+    wire_dynamic(
+        n,
+        source,
+        plan,
+        default_mode=default_mode,
+        record=record,
+        section_words=section_words,
+        policies=policies,
+        policy=policy,
+        graph_id=plan.plan_id,
+    )
     return n, runtimes
 
 
