@@ -50,7 +50,9 @@ class Parked:
     messages: list[BaseMessage]
     kwargs: dict[str, Any]
     model: Any  # the CapsuleChatModel the call was made on
-    """The proxy the member called; only calls on the same model are merged together."""
+    """The proxy the member called. Calls merge when they go to the same model
+    configuration (``model.config_key``), not only when they share this object; the
+    merged call is made on the first such member's model."""
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Slot:
     parked: concurrent.futures.Future[Parked] = field(default_factory=concurrent.futures.Future)
     answer: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     unmergeable: list[str] = field(default_factory=list)
+    """Why calls of this member passed through without parking (tool use, ...)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

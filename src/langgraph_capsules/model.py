@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,10 +24,12 @@ from langchain_core.runnables import (
     RunnableSequence,
 )
 from langchain_core.runnables.config import ensure_config, merge_configs
+from pydantic import BaseModel, SecretStr
 
 from langgraph_capsules._session import PASS_THROUGH, SESSION, Slot
+from langgraph_capsules.strategies.structured import STRUCTURE_KWARGS, Served, call_shape
 
-__all__ = ["UNMERGEABLE_KWARGS", "CapsuleChatModel"]
+__all__ = ["BUDGET_KWARGS", "UNMERGEABLE_KWARGS", "CapsuleChatModel", "config_key"]
 
 UNMERGEABLE_KWARGS = frozenset(
     {
@@ -37,7 +41,30 @@ UNMERGEABLE_KWARGS = frozenset(
         "ls_structured_output_format",
     }
 )
-"""Call options that make a call unmergeable: it passes through even inside a session."""
+"""Call options that describe a call's output shape. A call with them merges only as a
+structured-output or JSON-mode call (see ``strategies/structured.py``); one that binds
+tools for tool use passes through even inside a session."""
+
+BUDGET_KWARGS = frozenset(
+    {
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "max_tokens_to_sample",
+        "max_new_tokens",
+        "num_predict",
+        "n_predict",
+    }
+)
+"""Budget options: calls that differ only in these still merge (budgets are summed)."""
+
+_KEY_SKIP = frozenset(
+    {"callbacks", "callback_manager", "cache", "rate_limiter", "verbose", "tags", "metadata"}
+)
+
+_LS_FORMAT: ContextVar[Any] = ContextVar("langgraph_capsules_ls_format", default=None)
+"""The ``ls_structured_output_format`` of the call being generated (langchain-core pops
+it before ``_generate``; a structured call made by function calling needs it to merge)."""
 
 _ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
 
@@ -69,8 +96,14 @@ class CapsuleChatModel(BaseChatModel):
     from the group's merged reply. Served messages carry zero ``usage_metadata`` and
     ``response_metadata`` naming ``capsule_group``, ``capsule_member`` and
     ``capsule_tier``; the merged call itself carries the real usage, so nothing is
-    counted twice. Calls that bind tools or ask for structured output always pass
-    through unmerged and telemetry records them as ``unmergeable``.
+    counted twice. Calls merge when they go to the same model configuration
+    (:func:`config_key`), whichever ``CapsuleChatModel`` object they were made on, so a
+    ``get_model()`` factory that wraps a new model per call merges too. Structured-output
+    and JSON-mode calls (``with_structured_output``, ``response_format``) merge in a
+    merged call of their own and are served exactly what their own call returns (JSON
+    content, the parsed object, or the tool call of ``method="function_calling"``).
+    Calls that bind tools for tool use pass through unmerged and telemetry records
+    them as ``unmergeable``.
 
     Args:
         inner: The real chat model (``ChatOpenAI``, a local model, ...).
@@ -105,18 +138,16 @@ class CapsuleChatModel(BaseChatModel):
         slot = SESSION.get()
         if slot is None or not slot.open:
             return None
-        reason = None
-        if UNMERGEABLE_KWARGS.intersection(kwargs):
-            reason = "tools" if "tools" in kwargs or "functions" in kwargs else "structured"
-        if reason is None:
+        shape = call_shape(kwargs)
+        if shape.kind != "tools":
             return slot
-        slot.unmergeable.append(reason)
+        slot.unmergeable.append(shape.reason)
         return None
 
     @staticmethod
     def _tag_unmergeable(config: RunnableConfig | None, kwargs: dict[str, Any]) -> Any:
         slot = SESSION.get()
-        if slot is None or not UNMERGEABLE_KWARGS.intersection(kwargs):
+        if slot is None or call_shape(kwargs).kind != "tools":
             return config
         return merge_configs(
             ensure_config(config),
@@ -234,6 +265,27 @@ class CapsuleChatModel(BaseChatModel):
         swapped: Runnable[Any, Any] = _swap_model(structured, self.inner, self)
         return swapped
 
+    def generate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Any = None,
+        *,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        run_id: Any = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """langchain-core's ``generate``, keeping the call's structured-output format
+        (which it pops before ``_generate``) visible to the session."""
+        opts = {"tags": tags, "metadata": metadata, "run_name": run_name, "run_id": run_id}
+        token = _LS_FORMAT.set(kwargs.get("ls_structured_output_format"))
+        try:
+            return super().generate(messages, stop, callbacks, **opts, **kwargs)
+        finally:
+            _LS_FORMAT.reset(token)
+
     async def agenerate(
         self,
         messages: list[list[BaseMessage]],
@@ -281,17 +333,30 @@ class CapsuleChatModel(BaseChatModel):
 
     # ------------------------------------------------------- served (inside a session)
     @staticmethod
-    def _served(slot: Slot, text: str) -> AIMessage:
-        return AIMessage(
-            content=text,
-            usage_metadata=dict(_ZERO_USAGE),
-            response_metadata={
-                "capsule_served": True,
-                "capsule_group": slot.group,
-                "capsule_member": slot.member,
-                "capsule_tier": slot.tier,
-            },
-        )
+    def _served(slot: Slot, answer: str | Served) -> AIMessage:
+        meta = {
+            "capsule_served": True,
+            "capsule_group": slot.group,
+            "capsule_member": slot.member,
+            "capsule_tier": slot.tier,
+        }
+        if isinstance(answer, Served):  # what the member's own structured call returns
+            return AIMessage(
+                content=answer.content,
+                tool_calls=[dict(c) for c in answer.tool_calls],
+                additional_kwargs=dict(answer.additional_kwargs),
+                usage_metadata=dict(_ZERO_USAGE),
+                response_metadata=meta,
+            )
+        return AIMessage(content=answer, usage_metadata=dict(_ZERO_USAGE), response_metadata=meta)
+
+    @staticmethod
+    def _park_kwargs(stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = {"stop": stop, **kwargs}
+        ls = _LS_FORMAT.get()
+        if ls is not None and "ls_structured_output_format" not in out:
+            out["ls_structured_output_format"] = ls
+        return out
 
     def _generate(
         self,
@@ -301,7 +366,7 @@ class CapsuleChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         slot = SESSION.get()
-        if slot is not None and slot.park(messages, {"stop": stop, **kwargs}, self):
+        if slot is not None and slot.park(messages, self._park_kwargs(stop, kwargs), self):
             answer = slot.answer.result()
             if answer is not PASS_THROUGH:
                 return ChatResult(generations=[ChatGeneration(message=self._served(slot, answer))])
@@ -325,7 +390,7 @@ class CapsuleChatModel(BaseChatModel):
                 messages, stop=stop, run_manager=run_manager, **kwargs
             )
         slot = SESSION.get()
-        if slot is not None and slot.park(messages, {"stop": stop, **kwargs}, self):
+        if slot is not None and slot.park(messages, self._park_kwargs(stop, kwargs), self):
             answer = await asyncio.wrap_future(slot.answer)
             if answer is not PASS_THROUGH:
                 return ChatResult(generations=[ChatGeneration(message=self._served(slot, answer))])
@@ -356,6 +421,7 @@ def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
     msg = result.generations[0].message
     chunk = AIMessageChunk(
         content=msg.content,
+        additional_kwargs=msg.additional_kwargs,
         usage_metadata=getattr(msg, "usage_metadata", None),
         response_metadata=msg.response_metadata,
         tool_calls=getattr(msg, "tool_calls", []),
@@ -382,3 +448,70 @@ def _swap_model(r: Any, old: Any, new: Any) -> Any:
             return r
         return r.model_copy(update={"steps__": swapped})
     return r
+
+
+def config_key(model: Any, kwargs: Mapping[str, Any] | None = None) -> str:
+    """The model configuration a call goes to: calls with equal keys merge.
+
+    Built from the inner model's class, ``_llm_type``, its declared fields (model name,
+    base URL, sampling settings such as temperature; secrets by digest; fields a model
+    excludes from serialisation, such as clients, and callbacks, cache and tags left
+    out), its ``_identifying_params``, and the call's own options. Budget options
+    (:data:`BUDGET_KWARGS`) and output-shape options (``response_format``, tools) are
+    left out: the merged call sums the budgets and asks for the combined shape. So two
+    ``CapsuleChatModel`` objects made by one ``get_model()`` factory give equal keys,
+    and a second model, or the same one at another temperature, does not."""
+    inner = getattr(model, "inner", model)
+    cls = type(inner)
+    fields: dict[str, Any] = {}
+    for name, info in getattr(cls, "model_fields", {}).items():
+        if info.exclude or name in _KEY_SKIP or name in BUDGET_KWARGS:
+            continue
+        fields[name] = _stable(getattr(inner, name, None))
+    try:
+        ident = dict(inner._identifying_params)
+    except Exception:
+        ident = {}
+    try:
+        llm_type = str(inner._llm_type)
+    except Exception:
+        llm_type = ""
+    skip = BUDGET_KWARGS | STRUCTURE_KWARGS
+    data = {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "llm_type": llm_type,
+        "fields": fields,
+        "identifying": {k: _stable(v) for k, v in ident.items() if k not in skip},
+        "call": {
+            k: _stable(v) for k, v in (kwargs or {}).items() if k not in skip and v is not None
+        },
+    }
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _stable(value: Any, depth: int = 0) -> Any:
+    """A comparable rendering of a configuration value (identity for opaque objects)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, SecretStr):
+        return "secret:" + hashlib.sha256(value.get_secret_value().encode()).hexdigest()[:16]
+    if depth > 4:
+        return f"{type(value).__qualname__}@{id(value)}"
+    if isinstance(value, Mapping):
+        return {str(k): _stable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(repr(_stable(v, depth + 1)) for v in value)
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, BaseModel):
+        return {
+            "__class__": type(value).__qualname__,
+            **{
+                k: _stable(getattr(value, k, None), depth + 1)
+                for k, f in type(value).model_fields.items()
+                if not f.exclude
+            },
+        }
+    return f"{type(value).__qualname__}@{id(value)}"

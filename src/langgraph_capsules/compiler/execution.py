@@ -39,6 +39,14 @@ from langgraph_capsules.strategies.standard import (
     reply_text,
     split_reply,
 )
+from langgraph_capsules.strategies.structured import (
+    STRUCTURE_KWARGS,
+    StructuredPrompt,
+    build_structured_prompt,
+    call_shape,
+    part_spec,
+    split_structured,
+)
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import Tier
 
@@ -214,24 +222,51 @@ class CapsuleRun:
 
     # --------------------------------------------------- the merged call(s)
     def _buckets(self) -> list[list[str]]:
-        """Parked members grouped by the model they called (only those merge together)."""
-        buckets: dict[int, list[str]] = {}
+        """Parked members grouped by model configuration and call shape: calls to the
+        same configuration (:func:`~langgraph_capsules.model.config_key`, whichever
+        ``CapsuleChatModel`` object they went through) merge, plain-text and structured
+        calls apart. A call alone in its bucket passes through; why any member did not
+        merge is noted (``merge_stats["unmerged"]`` and ``["notes"]``)."""
+        from langgraph_capsules.model import config_key
+
+        buckets: dict[tuple[str, str], list[str]] = {}
+        unmerged: dict[str, str] = {}
         for m in self.members:
             slot = self.slots[m]
-            if slot.parked.done():
-                buckets.setdefault(id(slot.parked.result().model), []).append(m)
+            if not slot.parked.done():
+                for reason in dict.fromkeys(slot.unmergeable):
+                    unmerged[m] = f"its call {reason}"
+                continue
+            parked = slot.parked.result()
+            kind = call_shape(parked.kwargs).kind
+            if kind == "structured" and self.tier == "sequential":
+                slot.answer.set_result(PASS_THROUGH)
+                unmerged[m] = "structured output merges in the standard tier only"
+                continue
+            buckets.setdefault((config_key(parked.model, parked.kwargs), kind), []).append(m)
         out: list[list[str]] = []
-        for bucket in buckets.values():
-            if len(bucket) < 2:
-                for m in bucket:
-                    self.slots[m].answer.set_result(PASS_THROUGH)
-            else:
+        for (key, shape), bucket in buckets.items():
+            if len(bucket) >= 2:
                 out.append(bucket)
+                continue
+            for m in bucket:
+                self.slots[m].answer.set_result(PASS_THROUGH)
+                if any(k != key and kd == shape for k, kd in buckets):
+                    unmerged[m] = "a different model configuration than the group's other calls"
+                else:
+                    what = "structured-output" if shape == "structured" else "plain-text"
+                    unmerged[m] = f"the only {what} call of the group (nothing to merge it with)"
+        if unmerged:
+            self.merge_stats["unmerged"] = dict(unmerged)
+            notes = self.merge_stats.setdefault("notes", [])
+            notes.extend(f"{m}: not merged: {r}" for m, r in unmerged.items())
         return out
 
     def _prepare(self, bucket: list[str]) -> tuple[Any, Any, dict[str, Any]] | None:
         parked: list[Parked] = [self.slots[m].parked.result() for m in bucket]
         model = parked[0].model
+        if call_shape(parked[0].kwargs).kind == "structured":
+            return self._prepare_structured(bucket, parked, model)
         kwargs = _merged_kwargs(parked, model)
         words = self.rt.section_words
         if "max_tokens" in kwargs:  # the hint must fit the members' own budgets
@@ -244,13 +279,36 @@ class CapsuleRun:
             for m in bucket:
                 self.slots[m].answer.set_result(PASS_THROUGH)
             return None
-        self.merge_stats = {
-            "payload_tokens": prompt.payload_tokens,
-            "coordination_tokens": prompt.coordination_tokens,
-            "floor_tokens": prompt.floor_tokens,
-            "naive_tokens": prompt.naive_tokens,
-        }
+        self._add_stats(prompt)
         return prompt, model, kwargs
+
+    def _prepare_structured(
+        self, bucket: list[str], parked: list[Parked], model: Any
+    ) -> tuple[Any, Any, dict[str, Any]] | None:
+        """A bucket of structured-output calls: one call asking for a JSON object with
+        a property per member, each under its member's schema."""
+        specs = [part_spec(p.kwargs) for p in parked]
+        prompt = None
+        if all(s is not None for s in specs):
+            prompt = build_structured_prompt(
+                bucket, [p.messages for p in parked], [s for s in specs if s is not None]
+            )
+        if prompt is None:
+            for m in bucket:
+                self.slots[m].answer.set_result(PASS_THROUGH)
+            return None
+        kwargs = _merged_kwargs(parked, model)
+        if "max_tokens" in kwargs:
+            kwargs["max_tokens"] = int(kwargs["max_tokens"] * MERGED_BUDGET_HEADROOM)
+            kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
+        kwargs.update(prompt.request_kwargs(getattr(model, "inner", model)))
+        self._add_stats(prompt)
+        return prompt, model, kwargs
+
+    def _add_stats(self, prompt: Any) -> None:
+        """Add one merged prompt's token statistics (summed over a run's merged calls)."""
+        for key in ("payload_tokens", "coordination_tokens", "floor_tokens", "naive_tokens"):
+            self.merge_stats[key] = self.merge_stats.get(key, 0) + getattr(prompt, key)
 
     def _prepared(self) -> list[tuple[list[str], Any, Any, dict[str, Any], RunnableConfig]]:
         """Per merge bucket: members, prompt, model, call options and config."""
@@ -382,14 +440,19 @@ class CapsuleRun:
                     self.problems[m] = reason
                     self.slots[m].answer.set_exception(MergeAbort(reason))
                 continue
-            answers, problems = split_reply(
-                reply_text(reply), prompt, truncated=hit_length_limit(reply, kwargs)
-            )
+            truncated = hit_length_limit(reply, kwargs)
+            what = "section"
+            answers: Mapping[str, Any]
+            if isinstance(prompt, StructuredPrompt):
+                answers, problems = split_structured(reply, prompt, truncated=truncated)
+                what = "part"
+            else:
+                answers, problems = split_reply(reply_text(reply), prompt, truncated=truncated)
             for m in bucket:
                 if m in answers:
                     self.slots[m].answer.set_result(answers[m])
                 else:
-                    self.problems[m] = f"section {problems[m]}"
+                    self.problems[m] = f"{what} {problems[m]}"
                     self.slots[m].answer.set_exception(MergeAbort(self.problems[m]))
 
     def _abort_unanswered(self, reason: str) -> None:
@@ -537,7 +600,10 @@ def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
     common = {
         k: v
         for k, v in first.items()
-        if v is not None and k not in budget_keys and all(p.kwargs.get(k) == v for p in parked)
+        if v is not None
+        and k not in budget_keys
+        and k not in STRUCTURE_KWARGS  # a structured call asks for the combined shape
+        and all(p.kwargs.get(k) == v for p in parked)
     }
     inner = getattr(model, "inner", None)
     default_budget = getattr(inner, "max_tokens", None) or getattr(
