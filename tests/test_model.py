@@ -170,7 +170,40 @@ def test_merged_call_gets_the_sum_of_member_budgets() -> None:
     b.add_edge(START, "b")
     lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
     merged = scripted.merged_calls[0]
-    # the members' budgets with 50% headroom, plus a marker line each
-    assert merged.kwargs["max_tokens"] == int(250 * 1.5) + 2 * 16
-    # the structural hint fits one member's budget: 125 tokens -> about 75 words
-    assert "about 75 words" in str(merged.messages[0].content)
+    # the same room the separate calls get: the members' budgets plus a marker line each
+    assert merged.kwargs["max_tokens"] == 100 + 150 + 2 * 16
+    # each task is told its own member's limit, and nothing else sets a length
+    system = str(merged.messages[0].content)
+    assert "task 1 at most about 60; task 2 at most about 90" in system
+    assert "250 words" not in system and "full-depth" not in system
+
+
+def _writers(llm: Any, budgets: dict[str, int | None]) -> Any:
+    def mk(name: str, budget: int | None) -> Any:
+        def node(state: S) -> dict[str, Any]:
+            bound = llm.bind(max_tokens=budget) if budget else llm
+            r = bound.invoke([SystemMessage(f"Write the {name} note."), HumanMessage(state["doc"])])
+            return {name: r.content}
+
+        return node
+
+    b = StateGraph(S)
+    for name, budget in budgets.items():
+        b.add_node(name, mk(name, budget))
+        b.add_edge(START, name)
+    return b
+
+
+def test_merged_budget_is_unset_when_members_set_none_and_capped_by_the_model() -> None:
+    scripted = ScriptedChatModel()
+    b = _writers(lc.CapsuleChatModel(scripted), {"a": None, "b": None})
+    lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
+    merged = scripted.merged_calls[0]
+    assert "max_tokens" not in merged.kwargs  # no budget anywhere: none invented
+    assert "Length limits" not in str(merged.messages[0].content)
+    # three writers at the model's default of 16,000 on a model whose output stops at
+    # 32,768: the merged call asks for the model's limit, not 48,048
+    capped = ScriptedChatModel(profile={"max_output_tokens": 32_768})
+    b = _writers(lc.CapsuleChatModel(capped), {"a": 16_000, "b": 16_000, "c": 16_000})
+    lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
+    assert capped.merged_calls[0].kwargs["max_tokens"] == 32_768

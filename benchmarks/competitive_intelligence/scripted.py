@@ -95,4 +95,7 @@ def _respond(text: str) -> str:
 
 def scripted_analyst(**knobs: object) -> ScriptedChatModel:
     """A :class:`ScriptedChatModel` that answers the pipeline's prompts from its sources."""
+    # A stand-in for a model that writes within its budget: replies are never cut at
+    # max_tokens (a real model's truncation is measured by the benchmark's records).
+    knobs.setdefault("honor_max_tokens", False)
     return ScriptedChatModel(respond=_respond, model_name="scripted-analyst", **knobs)  # type: ignore[arg-type]

@@ -132,7 +132,7 @@ class CapsuleGraph:
         plan: CapsulePlan,
         *,
         mode: str,
-        section_words: int,
+        section_words: int | None,
         history_size: int,
         policy: ControllerPolicy,
         store: ControllerStore,
@@ -353,7 +353,7 @@ def capsulize(
     groups: Mapping[str, Sequence[str]] | None = None,
     exclude: Sequence[str] = (),
     mode: str = "auto",
-    section_words: int = DEFAULT_SECTION_WORDS,
+    section_words: int | None = DEFAULT_SECTION_WORDS,
     history_size: int = 1000,
     policy: ControllerPolicy | str | Mapping[str, Any] | None = None,
     group_policies: Mapping[str, ControllerPolicy | str] | None = None,
@@ -377,8 +377,10 @@ def capsulize(
             ``auto`` asks the controller each run (:meth:`CapsuleGraph.explain`).
             A run may override it with
             ``config={"configurable": {"capsules": {"mode": ..., "groups": {g: ...}}}}``.
-        section_words: Word budget per section in the merged prompt's structural hint
-            (an int >= 1).
+        section_words: ``None`` (default): a merged prompt sets no length target of its
+            own; each task keeps its own instructions, and a task whose member has a
+            ``max_tokens`` budget is told its limit. An int >= 1 asks for about that
+            many words per task without a budget of its own.
         history_size: How many per-group run records :meth:`CapsuleGraph.report` keeps
             (an int >= 1).
         policy: The controller policy for ``auto`` runs: a :class:`ControllerPolicy`,
@@ -428,7 +430,8 @@ def capsulize(
             code="unsupported_state",
         )
     tier_for_mode(mode)  # validates the mode early
-    _check_count("section_words", section_words, "the word budget per section of a merged call")
+    if section_words is not None:
+        _check_count("section_words", section_words, "the word target per task of a merged call")
     _check_count("history_size", history_size, "how many run records report() keeps")
     if isinstance(exclude, str):
         exclude = (exclude,)

@@ -335,7 +335,8 @@ class ScriptedChatModel(BaseChatModel):
         else:
             text = self.answer_for("\n\n".join(message_text(m) or "" for m in messages))
         limit = kwargs.get("max_tokens")
-        if self.honor_max_tokens and isinstance(limit, int) and estimate_tokens(text) > limit:
+        cut = self.honor_max_tokens and isinstance(limit, int) and estimate_tokens(text) > limit
+        if cut and isinstance(limit, int):
             kept: list[str] = []
             for word in text.split(" "):
                 if estimate_tokens(" ".join([*kept, word])) > limit:
@@ -352,9 +353,10 @@ class ScriptedChatModel(BaseChatModel):
             content=text,
             additional_kwargs=extra,
             usage_metadata=usage,
-            response_metadata={"model_name": self.model_name, "finish_reason": "stop"}
-            if merged_structured is not None
-            else {"model_name": self.model_name},
+            response_metadata={
+                "model_name": self.model_name,
+                "finish_reason": "length" if cut else "stop",
+            },
             tool_calls=[
                 {"name": c["name"], "args": dict(c.get("args") or {}), "id": f"call_{index}_{i}"}
                 for i, c in enumerate(tool_calls or [])

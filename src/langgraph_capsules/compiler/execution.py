@@ -35,7 +35,9 @@ from langgraph_capsules.strategies.sequential import SequentialPlan, build_seque
 from langgraph_capsules.strategies.standard import (
     build_merged_prompt,
     hit_length_limit,
+    merged_max_tokens,
     non_answer,
+    output_limit,
     reply_text,
     split_reply,
 )
@@ -54,24 +56,12 @@ if TYPE_CHECKING:
     from langgraph_capsules.compiler.runtime import GroupRuntime
 
 __all__ = [
-    "MARKER_TOKENS",
-    "MERGED_BUDGET_HEADROOM",
-    "WORDS_PER_TOKEN",
     "CapsuleRun",
     "Outcome",
     "complete",
     "in_thread",
     "with_handler",
 ]
-
-WORDS_PER_TOKEN = 0.6
-"""Words of English prose per token budgeted in the structural hint (conservative)."""
-MERGED_BUDGET_HEADROOM = 1.5
-"""A merged call cannot cap each section on its own, so one long early section would
-starve the later ones (measured with the 0.5B model: sections 2 and 3 cut off); the
-merged call's ``max_tokens`` is the sum of the members' budgets times this headroom."""
-MARKER_TOKENS = 16
-"""Extra ``max_tokens`` per section of a merged call, for its marker line."""
 
 
 @dataclass
@@ -268,13 +258,17 @@ class CapsuleRun:
         if call_shape(parked[0].kwargs).kind == "structured":
             return self._prepare_structured(bucket, parked, model)
         kwargs = _merged_kwargs(parked, model)
-        words = self.rt.section_words
-        if "max_tokens" in kwargs:  # the hint must fit the members' own budgets
-            per_member = kwargs["max_tokens"] // len(bucket)
-            words = max(40, min(words, int(per_member * WORDS_PER_TOKEN)))
-            kwargs["max_tokens"] = int(kwargs["max_tokens"] * MERGED_BUDGET_HEADROOM)
-            kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
-        prompt = build_merged_prompt(bucket, [p.messages for p in parked], section_words=words)
+        budgets = _member_budgets(parked, model)
+        # the same output room as the separate calls, within the model's own limit
+        merged = merged_max_tokens(budgets, output_limit(getattr(model, "inner", model)))
+        if merged is not None:
+            kwargs["max_tokens"] = merged
+        prompt = build_merged_prompt(
+            bucket,
+            [p.messages for p in parked],
+            budgets=budgets,
+            section_words=self.rt.section_words,
+        )
         if prompt is None:
             for m in bucket:
                 self.slots[m].answer.set_result(PASS_THROUGH)
@@ -298,9 +292,10 @@ class CapsuleRun:
                 self.slots[m].answer.set_result(PASS_THROUGH)
             return None
         kwargs = _merged_kwargs(parked, model)
-        if "max_tokens" in kwargs:
-            kwargs["max_tokens"] = int(kwargs["max_tokens"] * MERGED_BUDGET_HEADROOM)
-            kwargs["max_tokens"] += MARKER_TOKENS * len(bucket)
+        budgets = _member_budgets(parked, model)
+        merged = merged_max_tokens(budgets, output_limit(getattr(model, "inner", model)))
+        if merged is not None:
+            kwargs["max_tokens"] = merged
         kwargs.update(prompt.request_kwargs(getattr(model, "inner", model)))
         self._add_stats(prompt)
         return prompt, model, kwargs
@@ -591,13 +586,11 @@ def with_handler(config: RunnableConfig, handler: Any) -> RunnableConfig:
 
 
 def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
-    """Call options for the merged call: options every member used alike, and a
-    ``max_tokens`` budget that is the sum of the members' budgets when all are known
-    (the capsule node adds :data:`MARKER_TOKENS` per section and fits the structural
-    hint's words per section to one member's budget)."""
+    """Call options for the merged call: the options every member used alike, budgets
+    left out (the capsule node sets ``max_tokens`` from :func:`_member_budgets`)."""
     budget_keys = ("max_tokens", "max_completion_tokens")
     first = parked[0].kwargs
-    common = {
+    return {
         k: v
         for k, v in first.items()
         if v is not None
@@ -605,14 +598,15 @@ def _merged_kwargs(parked: Sequence[Parked], model: Any) -> dict[str, Any]:
         and k not in STRUCTURE_KWARGS  # a structured call asks for the combined shape
         and all(p.kwargs.get(k) == v for p in parked)
     }
+
+
+def _member_budgets(parked: Sequence[Parked], model: Any) -> list[int | None]:
+    """Each member's own output budget: its call's ``max_tokens`` (or
+    ``max_completion_tokens``), else the model's default, else ``None``."""
     inner = getattr(model, "inner", None)
-    default_budget = getattr(inner, "max_tokens", None) or getattr(
-        inner, "max_completion_tokens", None
-    )
-    budgets = [
-        p.kwargs.get("max_tokens") or p.kwargs.get("max_completion_tokens") or default_budget
-        for p in parked
-    ]
-    if all(isinstance(b, int) and b > 0 for b in budgets):
-        common["max_tokens"] = sum(budgets)
-    return common
+    default = getattr(inner, "max_tokens", None) or getattr(inner, "max_completion_tokens", None)
+    out: list[int | None] = []
+    for p in parked:
+        b = p.kwargs.get("max_tokens") or p.kwargs.get("max_completion_tokens") or default
+        out.append(b if isinstance(b, int) and b > 0 else None)
+    return out

@@ -136,7 +136,7 @@ class GroupRuntime:
     channels: Mapping[str, Any]
     default_mode: str
     record: Callable[[GroupRunRecord], None]
-    section_words: int = DEFAULT_SECTION_WORDS
+    section_words: int | None = DEFAULT_SECTION_WORDS
     policy: ControllerPolicy = field(default_factory=ControllerPolicy)
     store: ControllerStore | None = None
     graph_id: str = ""

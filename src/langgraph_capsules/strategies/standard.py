@@ -2,7 +2,7 @@
 
 Layout (cache-aligned: the stable parts come first, the per-call nonce last)::
 
-    system:  the team preamble + the budgeted structural hint        (coordination)
+    system:  the team preamble + each task's own length limit          (coordination)
     human:   SHARED CONTEXT  <each shared unit once>                 (payload)
              TASK 1 <nonce> <member 1's own text> ... TASK n <nonce> (payload + headers)
              the reply skeleton with one marker line per task        (coordination)
@@ -55,25 +55,37 @@ from langgraph_capsules.prompts import SharedSplit, estimate_tokens, split_share
 
 __all__ = [
     "DEFAULT_SECTION_WORDS",
+    "MARKER_TOKENS",
+    "WORDS_PER_TOKEN",
     "MergedPrompt",
     "ParsedMergedPrompt",
     "build_merged_prompt",
     "hit_length_limit",
+    "merged_max_tokens",
     "non_answer",
+    "output_limit",
     "parse_merged_prompt",
     "reply_text",
     "split_reply",
 ]
 
-DEFAULT_SECTION_WORDS = 250
-"""Budget of the structural hint, in words per section (the paper's parallel framing)."""
+DEFAULT_SECTION_WORDS: int | None = None
+"""No length target of the merged prompt's own: each task keeps its own instructions,
+and a task's length limit comes only from its member's own ``max_tokens``. A number
+(``capsulize(section_words=...)``) asks for about that many words per task that has no
+budget of its own (the paper's budgeted structural hint)."""
+WORDS_PER_TOKEN = 0.6
+"""Words of English prose per token of a member's budget, in the length limits line
+(conservative, so a section fits its member's own budget)."""
+MARKER_TOKENS = 16
+"""Output allowance per section of a merged call for its marker line."""
 
 _PREAMBLE = (
     "Answer the {n} independent tasks below in one reply. Follow each task's own "
-    "instructions and format as if it were the only task, and never refer to another "
-    "task. Give every task a complete, full-depth answer of about {words} words; the "
-    "last task deserves the same depth as the first. Start each answer with its marker "
-    "line, exactly as shown at the end, and write nothing before the first marker."
+    "instructions, format and length as if it were the only task, never refer to "
+    "another task, and give the last task the same care as the first. Start each "
+    "answer with its marker line, exactly as shown at the end, and write nothing "
+    "before the first marker."
 )
 _SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i} {nonce}"
@@ -122,7 +134,8 @@ def build_merged_prompt(
     members: Sequence[str],
     calls: Sequence[Sequence[BaseMessage]],
     *,
-    section_words: int = DEFAULT_SECTION_WORDS,
+    budgets: Sequence[int | None] | None = None,
+    section_words: int | None = DEFAULT_SECTION_WORDS,
     nonce: str | None = None,
 ) -> MergedPrompt | None:
     """Build one merged prompt from the members' captured calls.
@@ -130,7 +143,11 @@ def build_merged_prompt(
     Args:
         members: Member names, in task order.
         calls: Each member's captured messages, same order.
-        section_words: Word budget per section for the structural hint.
+        budgets: Each member's own output budget in tokens (its ``max_tokens``, or the
+            model's default), ``None`` where it has none: a task with a budget gets a
+            length limit of :data:`WORDS_PER_TOKEN` words per token; the others none.
+        section_words: About this many words for each task without a budget of its
+            own (``None``: no length target; the default).
         nonce: Marker nonce (random per call when None; tests pass one).
 
     Returns:
@@ -141,7 +158,10 @@ def build_merged_prompt(
         return None
     texts = [*split.full]
     nonce = nonce or _new_nonce(texts)
-    system = _PREAMBLE.format(n=len(members), words=section_words)
+    system = _PREAMBLE.format(n=len(members))
+    limits = _limits(len(members), budgets, section_words)
+    if limits:
+        system += " " + limits
     parts: list[str] = []
     if split.shared:
         parts.append(_SHARED_HEAD + "\n" + "\n\n".join(split.shared))
@@ -159,6 +179,47 @@ def build_merged_prompt(
         members=tuple(members),
         **_stats(split, system, human),
     )
+
+
+def _limits(n: int, budgets: Sequence[int | None] | None, words: int | None) -> str:
+    """The length limits line: each task's own budget (or the explicit word target)."""
+    per_task: list[str] = []
+    for i in range(1, n + 1):
+        budget = budgets[i - 1] if budgets is not None and i <= len(budgets) else None
+        if budget is not None:
+            per_task.append(f"task {i} at most about {max(1, int(budget * WORDS_PER_TOKEN))}")
+        elif words is not None:
+            per_task.append(f"task {i} about {words}")
+    if not per_task:
+        return ""
+    return "Length limits in words: " + "; ".join(per_task) + "."
+
+
+def merged_max_tokens(budgets: Sequence[int | None], limit: int | None = None) -> int | None:
+    """The merged call's ``max_tokens``: the sum of the members' own budgets plus
+    :data:`MARKER_TOKENS` per section (the same room the separate calls get), never
+    above the model's output ``limit``; ``None`` (unset) unless every member has one.
+
+    Example:
+        >>> merged_max_tokens([300, 300, 300])
+        948
+        >>> merged_max_tokens([16000, 16000, 16000], limit=16384)
+        16384
+        >>> merged_max_tokens([300, None]) is None
+        True
+    """
+    if not budgets or any(b is None or b <= 0 for b in budgets):
+        return None
+    total = sum(b for b in budgets if b is not None) + MARKER_TOKENS * len(budgets)
+    return min(total, limit) if limit else total
+
+
+def output_limit(model: Any) -> int | None:
+    """A chat model's output-token limit, from its langchain-core profile
+    (``profile={"max_output_tokens": N}`` sets or overrides it), else ``None``."""
+    profile = getattr(model, "profile", None) or {}
+    limit = profile.get("max_output_tokens") if isinstance(profile, Mapping) else None
+    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 def _stats(split: SharedSplit, system: str, human: str) -> dict[str, int]:
