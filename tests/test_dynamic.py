@@ -364,3 +364,20 @@ def test_router_to_several_nodes_async_with_a_fallback() -> None:
     out = asyncio.run(lc.capsulize(b).compile().ainvoke({"memo": MEMO, "lenses": lenses}, COMPOUND))
     assert out == original
     assert len(inner.merged_calls) == 1 and len(inner.calls) == 2
+
+
+def test_capsulize_policy_and_run_config_reach_dynamic_groups() -> None:
+    """``capsulize(policy=...)`` sets max_batch, a run config may name the dynamic group,
+    and report() lists it with its router and runs."""
+    inner, llm = _model()
+    b = joke_app(llm)
+    original = b.compile().invoke({"topic": "owls", "n": 7})
+    inner.reset()
+    capsules = lc.capsulize(b, policy=lc.ControllerPolicy(max_batch=3))
+    app = capsules.compile()
+    per_group = {"configurable": {"capsules": {"groups": {"fanout_generate_topics": "compound"}}}}
+    assert app.invoke({"topic": "owls", "n": 7}, per_group) == original
+    assert sorted(c.tasks for c in inner.merged_calls) == [2, 2, 3]
+    report = capsules.report(print_=False)
+    assert "dynamic group fanout_generate_topics: generate_joke" in report.text
+    assert len(report.data["groups"]["fanout_generate_topics"]["runs"]) == 3

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable
+from langgraph._internal._constants import CONFIG_KEY_READ_STATE
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.channels.binop import BinaryOperatorAggregate
 from langgraph.constants import END, START, TAG_NOSTREAM
@@ -18,6 +19,7 @@ from langgraph.graph._branch import BranchSpec
 from langgraph.graph._node import StateNodeSpec
 
 __all__ = [
+    "CONFIG_KEY_READ_STATE",
     "DEFAULT_ERROR_HANDLER",
     "END",
     "START",

@@ -145,7 +145,7 @@ class CapsuleGraph:
         self.store = store
         self.judge = judge
         self.policies = {
-            g.name: resolve_policy(g.name, policy, group_policies) for g in plan.groups
+            name: resolve_policy(name, policy, group_policies) for name in plan.group_names
         }
         self._history: deque[GroupRunRecord] = deque(maxlen=history_size)
         self._lock = threading.Lock()
@@ -160,6 +160,7 @@ class CapsuleGraph:
             policies=self.policies,
             store=store,
             judge=judge,
+            policy=policy,
         )
         self._private = {g.channel for g in plan.groups}
 
@@ -247,7 +248,7 @@ class CapsuleGraph:
             compiled.config, {"metadata": {PLAN_KEY: self.plan.plan_id}}
         )
         compiled.__class__ = CapsuleCompiledStateGraph
-        compiled._capsule_groups = tuple(g.name for g in self.plan.groups)  # type: ignore[attr-defined]
+        compiled._capsule_groups = self.plan.group_names  # type: ignore[attr-defined]
         return compiled
 
     def _remap(self, names: Sequence[str] | str | None, *, after: bool) -> Any:
@@ -295,6 +296,27 @@ class CapsuleGraph:
             lines += [f"  note: {n}" for n in g.notes]
             why = decision.reasons[0] if decision.reasons else ""
             lines.append(f"  next auto run: {decision.tier} ({why})")
+            if not rows:
+                lines.append("  (no runs yet)")
+                continue
+            lines.append(head)
+            for i, r in enumerate(rows, 1):
+                lines.append(
+                    f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
+                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7} "
+                    f"{_quality(r.get('quality')):>7}  {_notes(r)}"
+                )
+        for d in self.plan.dynamic:
+            rows = self.history(d.name)[-last:]
+            data["groups"][d.name] = {
+                "members": list(d.members),
+                "routers": [list(r) for r in d.routers],
+                "runs": rows,
+                "notes": list(d.notes),
+            }
+            routers = ", ".join(f"{src}.{path}" for src, path in d.routers)
+            lines.append(f"dynamic group {d.name}: {', '.join(d.members)} (router {routers})")
+            lines += [f"  note: {n}" for n in d.notes]
             if not rows:
                 lines.append("  (no runs yet)")
                 continue
@@ -445,11 +467,11 @@ def capsulize(
                 group=g.name,
             )
     gp = coerce_group_policies(group_policies)
-    unknown = sorted(set(gp) - {g.name for g in plan.groups})
+    unknown = sorted(set(gp) - set(plan.group_names))
     if unknown:
         raise CapsuleConfigError(
             f"group_policies names unknown group(s) {unknown}; groups of this plan: "
-            f"{[g.name for g in plan.groups]}",
+            f"{list(plan.group_names)}",
             code="bad_policy",
         )
     if store is not None and not isinstance(store, ControllerStore):

@@ -60,7 +60,13 @@ from langgraph.graph import StateGraph
 from langgraph.types import Command, Send
 from pydantic import BaseModel
 
-from langgraph_capsules._compat import END, RunnableCallable, StateNodeSpec, node_runnable
+from langgraph_capsules._compat import (
+    CONFIG_KEY_READ_STATE,
+    END,
+    RunnableCallable,
+    StateNodeSpec,
+    node_runnable,
+)
 from langgraph_capsules.compiler.dynamic_plan import DynamicGroupPlan
 from langgraph_capsules.compiler.execution import CapsuleRun, Outcome
 from langgraph_capsules.compiler.modes import resolve_mode
@@ -78,7 +84,7 @@ BATCH_KEY = "capsule_batch"
 """Key of a batch ``Send``'s argument: the instances, each ``{"id", "node", "arg"}``
 (a ``Send``) or ``{"id", "node", "pull": True}`` (a node name: it reads the state)."""
 
-_READ_STATE = "__pregel_read_state"
+_READ_STATE = CONFIG_KEY_READ_STATE  # LangGraph private API, through _compat
 """LangGraph's per-task state reader in ``config["configurable"]`` (also read by
 ``langgraph.prebuilt.ToolNode``): a ``Send`` task's own view of the state."""
 
