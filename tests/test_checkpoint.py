@@ -92,16 +92,17 @@ def test_failure_inside_group_member_resumes(tmp_path: Path) -> None:
     assert sorted(out["log"]) == sorted(base["log"])
 
 
-def test_thread_from_another_plan_or_the_original_graph_is_refused() -> None:
+def test_thread_of_the_original_graph_or_another_plan_continues_when_safe() -> None:
+    """Paused before an original node (briefer): the original graph's thread and another
+    plan's thread both continue, with the original's answer."""
     saver = InMemorySaver()
     builder = build_app(lc.CapsuleChatModel(ScriptedChatModel()))
+    base = builder.compile().invoke({"doc": DOC})
     original = builder.compile(checkpointer=saver, interrupt_before=["briefer"])
     cfg = {"configurable": {"thread_id": "orig"}}
     original.invoke({"doc": DOC}, cfg)
     app = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(checkpointer=saver)
-    with pytest.raises(lc.CapsuleResumeError) as e:
-        app.invoke(None, cfg)
-    assert e.value.code == "plan_mismatch" and "original" in str(e.value)
+    assert app.invoke(None, cfg)["brief"] == base["brief"]
 
     cfg2 = {"configurable": {"thread_id": "caps"}}
     app_i = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(
@@ -111,15 +112,52 @@ def test_thread_from_another_plan_or_the_original_graph_is_refused() -> None:
     other = lc.capsulize(builder, groups={"two": ["entities", "claims"]}).compile(
         checkpointer=saver
     )
-    with pytest.raises(lc.CapsuleResumeError, match="capsule plan"):
-        other.invoke(None, cfg2)
+    assert other.invoke(None, cfg2)["brief"] == base["brief"]
+    stamps = [c.metadata.get("capsule_plan") for c in saver.list(cfg2)]
+    assert stamps[0] == other.config["metadata"]["capsule_plan"]  # newest first
+    assert app_i.config["metadata"]["capsule_plan"] in stamps
+
+
+def test_thread_paused_inside_another_plans_capsule_run_is_refused() -> None:
+    saver = InMemorySaver()
+    builder = build_app(lc.CapsuleChatModel(ScriptedChatModel()))
+    cfg = {"configurable": {"thread_id": "caps", "capsules": {"mode": "compound"}}}
+    app_i = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(
+        checkpointer=saver, interrupt_before=["claims"]
+    )
+    app_i.invoke({"doc": DOC}, cfg)
+    assert app_i.get_state(cfg).next == ("capsule__arm",)
+    other = lc.capsulize(builder, groups={"two": ["entities", "claims"]}).compile(
+        checkpointer=saver
+    )
+    with pytest.raises(lc.CapsuleResumeError, match="capsule plan") as e:
+        other.invoke(None, cfg)
+    assert e.value.code == "plan_mismatch" and e.value.node == "capsule__arm"
+    assert e.value.group == "arm" and "new thread_id" in str(e.value)
     with pytest.raises(lc.CapsuleResumeError):
-        asyncio.run(other.ainvoke(None, cfg2))
+        asyncio.run(other.ainvoke(None, cfg))
     # the same plan (even rebuilt) resumes its own thread
     same = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(checkpointer=saver)
-    assert same.invoke(None, cfg2)["brief"]
-    stamps = {c.metadata.get("capsule_plan") for c in saver.list(cfg2)}
+    assert same.invoke(None, cfg)["brief"]
+    stamps = {c.metadata.get("capsule_plan") for c in saver.list(cfg)}
     assert stamps == {same.config["metadata"]["capsule_plan"]}
+
+
+def test_original_thread_due_on_a_join_the_pass_rewires_is_refused() -> None:
+    """briefer waits on the original's fan-in join, which the capsule graph replaces by
+    a join over the gate: the capsule graph would never run briefer, so it refuses."""
+    saver = InMemorySaver()
+    builder = build_app(lc.CapsuleChatModel(ScriptedChatModel()), fan_in="join")
+    original = builder.compile(checkpointer=saver, interrupt_before=["briefer"])
+    cfg = {"configurable": {"thread_id": "j"}}
+    original.invoke({"doc": DOC}, cfg)
+    app = lc.capsulize(builder, groups={"arm": list(KINDS)}).compile(checkpointer=saver)
+    with pytest.raises(lc.CapsuleResumeError, match="original") as e:
+        app.invoke(None, cfg)
+    assert e.value.node == "briefer" and "join:" in str(e.value)
+    assert original.invoke(None, cfg)["brief"]  # the fix: finish it on the original graph
+    out = app.invoke({"doc": DOC}, cfg)  # finished: the next input runs on the capsule graph
+    assert out["brief"]
 
 
 def test_interrupt_before_member_also_stops_the_merged_path() -> None:

@@ -9,12 +9,14 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from langgraph_capsules._compat import clone_builder
 from langgraph_capsules.compiler.modes import check_run_config
 from langgraph_capsules.compiler.plan import CapsulePlan, make_plan
+from langgraph_capsules.compiler.resume import RESUME_POLICIES, resume_hazard
 from langgraph_capsules.compiler.rewrite import rewrite
 from langgraph_capsules.compiler.runtime import GroupRuntime, tier_for_mode
 from langgraph_capsules.controller import Decision
@@ -33,7 +35,8 @@ PLAN_KEY = "capsule_plan"
 
 
 class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
-    """A ``CompiledStateGraph`` that refuses to continue threads of another plan.
+    """A ``CompiledStateGraph`` that refuses to continue a thread another graph left
+    paused inside a capsule run (see :func:`~langgraph_capsules.compiler.resume.resume_hazard`).
 
     Everything else is inherited unchanged: invoke, ainvoke, stream, astream, batch,
     get_state, update_state, get_graph and drawing. Every run's
@@ -42,6 +45,10 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
 
     _capsule_groups: tuple[str, ...] = ()
     """The plan's group names (set by :meth:`CapsuleGraph.compile`)."""
+    _capsule_added: frozenset[str] = frozenset()
+    """The nodes the plan added (``capsule__*``, ``gate__*``)."""
+    _capsule_resume: str = "check"
+    """``capsulize(resume=...)``: ``check`` or ``allow``."""
 
     def _check_run(self, config: RunnableConfig | None) -> None:
         check_run_config(merge_configs(self.config, config), self._capsule_groups)
@@ -58,29 +65,47 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
         keep = {k: conf[k] for k in ("thread_id", "checkpoint_id") if conf.get(k)}
         return {"configurable": {**keep, "checkpoint_ns": ""}}
 
-    def _refuse(self, config: RunnableConfig, metadata: Mapping[str, Any] | None) -> None:
-        stamp = (metadata or {}).get(PLAN_KEY)
+    def _refuse(self, config: RunnableConfig, saved: CheckpointTuple) -> None:
+        """Raise when the latest checkpoint, written by another graph, has work in flight
+        that this graph would not run (or would run on another plan's staging)."""
+        stamp = (saved.metadata or {}).get(PLAN_KEY)
         mine = self._plan_id()
         if stamp == mine:
+            return
+        original = frozenset(n for n in self.nodes if n not in self._capsule_added)
+        hazard = resume_hazard(
+            saved.checkpoint,
+            saved.pending_writes,
+            triggers={name: tuple(node.triggers) for name, node in self.nodes.items()},
+            original=original,
+        )
+        if hazard is None:
             return
         writer = "the original (uncapsulized) graph" if stamp is None else f"capsule plan {stamp}"
         thread = config["configurable"]["thread_id"]
         raise CapsuleResumeError(
-            f"thread {thread!r} was written by {writer}; this graph runs capsule plan {mine}. "
-            "Continue the thread on the graph that wrote it, or start a new thread_id",
+            f"thread {thread!r} was written by {writer} and {hazard.reason}; this graph runs "
+            f"capsule plan {mine}. Finish the thread on the graph that wrote it ({writer}), "
+            "or start a new thread_id",
             code="plan_mismatch",
+            node=hazard.node,
+            group=hazard.group,
         )
 
+    def _skip_thread_check(self) -> bool:
+        # a plan with no groups is the original graph: it refuses nothing
+        return self._capsule_resume == "allow" or not self._capsule_groups
+
     def _check_thread(self, config: RunnableConfig | None) -> None:
-        cfg = self._thread_config(config)
+        cfg = None if self._skip_thread_check() else self._thread_config(config)
         if cfg is None:
             return
         saved = self.checkpointer.get_tuple(cfg)  # type: ignore[union-attr]
         if saved is not None:
-            self._refuse(cfg, saved.metadata)
+            self._refuse(cfg, saved)
 
     async def _acheck_thread(self, config: RunnableConfig | None) -> None:
-        cfg = self._thread_config(config)
+        cfg = None if self._skip_thread_check() else self._thread_config(config)
         if cfg is None:
             return
         try:
@@ -88,7 +113,7 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
         except NotImplementedError:
             saved = self.checkpointer.get_tuple(cfg)  # type: ignore[union-attr]
         if saved is not None:
-            self._refuse(cfg, saved.metadata)
+            self._refuse(cfg, saved)
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -138,8 +163,10 @@ class CapsuleGraph:
         store: ControllerStore,
         group_policies: Mapping[str, ControllerPolicy] | None = None,
         judge: Judge | None = None,
+        resume: str = "check",
     ) -> None:
         self.plan = plan
+        self.resume = resume
         self.mode = mode
         self.policy = policy
         self.store = store
@@ -227,8 +254,11 @@ class CapsuleGraph:
 
         Interrupts named on a group member also apply to the merged path: before a
         member means also before ``capsule__<group>``; after a member, after
-        ``gate__<group>``. Every checkpoint is stamped with the plan id, and a thread
-        written by another plan or by the original graph is refused.
+        ``gate__<group>``. Every checkpoint is stamped with the plan id. A thread
+        written by the original graph or another plan is continued when nothing of that
+        graph is in flight (finished, or paused before original nodes); one paused inside
+        another plan's capsule run is refused (``CapsuleResumeError``, ``plan_mismatch``)
+        unless ``capsulize(..., resume="allow")``.
         """
         ib = self._remap(interrupt_before, after=False)
         ia = self._remap(interrupt_after, after=True)
@@ -249,6 +279,11 @@ class CapsuleGraph:
         )
         compiled.__class__ = CapsuleCompiledStateGraph
         compiled._capsule_groups = self.plan.group_names  # type: ignore[attr-defined]
+        compiled._capsule_added = frozenset(  # type: ignore[attr-defined]
+            [*(n for g in self.plan.groups for n in (g.capsule_node, g.gate_node))]
+            + [d.capsule_node for d in self.plan.dynamic]
+        )
+        compiled._capsule_resume = self.resume  # type: ignore[attr-defined]
         return compiled
 
     def _remap(self, names: Sequence[str] | str | None, *, after: bool) -> Any:
@@ -381,6 +416,7 @@ def capsulize(
     group_policies: Mapping[str, ControllerPolicy | str] | None = None,
     judge: Any = None,
     store: ControllerStore | None = None,
+    resume: str = "check",
 ) -> CapsuleGraph:
     """Rewrite a LangGraph ``StateGraph`` so groups of agents can share one LLM call.
 
@@ -423,6 +459,13 @@ def capsulize(
         store: Where every group's observations go (append-only); default an
             in-memory store. Share a :class:`SqliteControllerStore` between
             processes so that they decide alike.
+        resume: How the compiled graph treats a checkpointed thread written by the
+            original graph or another plan. ``"check"`` (default): continue it when
+            nothing of that graph is in flight (a finished thread, e.g. a chat's next
+            turn, or one paused before original nodes); refuse one paused inside a
+            capsule run of another plan (``CapsuleResumeError``, code ``plan_mismatch``,
+            naming the fix). ``"allow"``: never check. A plan with no groups never
+            refuses.
 
     Returns:
         A :class:`CapsuleGraph`; call ``.compile()`` for the runnable graph.
@@ -455,6 +498,13 @@ def capsulize(
     if section_words is not None:
         _check_count("section_words", section_words, "the word target per task of a merged call")
     _check_count("history_size", history_size, "how many run records report() keeps")
+    if not isinstance(resume, str) or resume not in RESUME_POLICIES:
+        raise CapsuleConfigError(
+            f'resume must be one of {list(RESUME_POLICIES)} ("check": continue another '
+            'graph\'s thread only when safe; "allow": never check); got '
+            f"{resume!r}",
+            code="bad_option",
+        )
     if isinstance(exclude, str):
         exclude = (exclude,)
     topo = read_topology(builder)
@@ -491,4 +541,5 @@ def capsulize(
         group_policies=gp,
         judge=None if judge is None else as_judge(judge),
         store=store if store is not None else InMemoryControllerStore(),
+        resume=resume,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
-from langgraph_capsules._compat import END, START
+from langgraph_capsules._compat import DEFAULT_ERROR_HANDLER, END, START
 from langgraph_capsules.compiler.dynamic_plan import (
     DynamicGroupPlan,
     batched_note,
@@ -35,7 +35,7 @@ from langgraph_capsules.topology import Topology, Trigger, infer_group_name
 
 __all__ = ["PLAN_VERSION", "CapsulePlan", "DynamicGroupPlan", "GroupPlan", "make_plan"]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 _GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -83,7 +83,8 @@ class CapsulePlan:
     untouched: Mapping[str, str] = field(default_factory=dict)
     """Nodes not in any group, with the reason."""
     plan_id: str = ""
-    """A stable hash of the groups; stamped into every checkpoint of the capsule graph."""
+    """A stable hash of the groups, the dynamic groups and the graph's shape (nodes,
+    edges, state keys); stamped into every checkpoint of the capsule graph."""
     notes: tuple[str, ...] = ()
     """Plan-wide remarks (e.g. ``groups={}``: no groups, on purpose)."""
     dynamic: tuple[DynamicGroupPlan, ...] = ()
@@ -178,11 +179,38 @@ def _tiers(builder: StateGraph[Any, Any, Any, Any], members: Sequence[str]) -> t
     return ("fine", "standard", "sequential")
 
 
-def _plan_id(groups: Sequence[GroupPlan], dynamic: Sequence[DynamicGroupPlan] = ()) -> str:
+def _graph_signature(builder: StateGraph[Any, Any, Any, Any]) -> list[Any]:
+    """The graph's shape as plain sorted data: state keys, nodes, plain edges, fan-in
+    joins and conditional edges (source, name, declared targets). Deterministic across
+    processes; the node functions are left out (a prompt tweak keeps the id)."""
+    skip = {DEFAULT_ERROR_HANDLER}  # compile() may write it back into the builder
+    branches = [
+        [src, name, None if b.ends is None else sorted(map(str, b.ends.values()))]
+        for src, paths in builder.branches.items()
+        for name, b in paths.items()
+    ]
+    return [
+        sorted(builder.channels),
+        sorted(n for n in builder.nodes if n not in skip),
+        sorted([s, d] for s, d in builder.edges if s not in skip and d not in skip),
+        sorted([list(starts), d] for starts, d in builder.waiting_edges),
+        sorted(branches, key=lambda b: json.dumps(b)),
+    ]
+
+
+def _plan_id(
+    groups: Sequence[GroupPlan],
+    dynamic: Sequence[DynamicGroupPlan] = (),
+    builder: StateGraph[Any, Any, Any, Any] | None = None,
+) -> str:
+    """A 12-hex hash of the groups (names, members), the dynamic groups (names,
+    members, routers) and, given ``builder``, the graph's shape, so that two different
+    apps (even with no groups) get different ids and a rebuilt app gets the same."""
     body: list[Any] = [PLAN_VERSION, [[g.name, list(g.members)] for g in groups]]
-    if dynamic:  # plans without dynamic groups keep their ids
-        body.append([[d.name, list(d.members), [list(r) for r in d.routers]] for d in dynamic])
-    data = json.dumps(body, separators=(",", ":"))
+    body.append([[d.name, list(d.members), [list(r) for r in d.routers]] for d in dynamic])
+    if builder is not None:
+        body.append(_graph_signature(builder))
+    data = json.dumps(body, separators=(",", ":"), default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
@@ -292,7 +320,7 @@ def make_plan(
         if n not in in_group and n not in (START, END)
     }
     return CapsulePlan(
-        tuple(planned), untouched, _plan_id(planned, dynamic), tuple(notes), tuple(dynamic)
+        tuple(planned), untouched, _plan_id(planned, dynamic, builder), tuple(notes), tuple(dynamic)
     )
 
 
