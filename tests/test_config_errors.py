@@ -186,3 +186,23 @@ class _Lookup:
 
     async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
         return await self._table["llm"].ainvoke(*args, **kwargs)
+
+
+def test_auto_never_settles_on_a_tier_in_which_nothing_merges() -> None:
+    """Members call a model that is not wrapped: a compound run merges nothing, so auto
+    goes back to fine at once and says why (it never stays on a tier that saves nothing)."""
+    capsules = lc.capsulize(
+        build_app(ScriptedChatModel()), groups={"arm": list(KINDS)}, policy="aggressive"
+    )
+    app = capsules.compile()
+    tiers = []
+    for i in range(8):
+        app.invoke({"doc": f"{DOC} Run {i}."})
+        tiers.append(capsules.observations("arm")[-1]["tier"])
+    compound = [o for o in capsules.observations("arm") if o["tier"] != "fine"]
+    assert compound and all(o.get("merged_members") == 0 for o in compound)
+    # every compound attempt is followed by fine runs (backoff), never by another one
+    assert all(b == "fine" for a, b in zip(tiers, tiers[1:]) if a != "fine")
+    first = tiers.index(compound[0]["tier"])
+    why = capsules.explain("arm", at=first + 1)
+    assert any("nothing merged on this standard run" in r for r in why.reasons)

@@ -192,6 +192,10 @@ class Observation(TypedDict):
     writes nothing new: ``run_id`` for the run's main record, ``run_id + "/shadow/" +
     tier`` for each shadow record. Absent in hand-built records and in records written
     before keys existed: those are always appended."""
+    merged_members: NotRequired[int]
+    """Compound runs: members answered from a merged call (or a sequential turn). 0 means
+    nothing merged (every call passed through or fell back): ``auto`` then goes back to
+    fine. Absent in fine runs and in records written before it existed."""
     audit: NotRequired[bool]
     """True on an audit run: a compound run also run fine (or, with a reference-free
     judge, judged alone) so that the gate has a reading on a unique input. Absent in

@@ -510,6 +510,16 @@ class CapsuleRun:
             return Outcome(update=result)
         return Outcome(reason=f"returned {type(result).__name__}; only dict updates are staged")
 
+    def served(self) -> int:
+        """Members whose call was answered from a merged call or a sequential turn."""
+        return sum(
+            1
+            for slot in self.slots.values()
+            if slot.answer.done()
+            and slot.answer.exception() is None
+            and slot.answer.result() is not PASS_THROUGH
+        )
+
     def stage(
         self,
         outcomes: Mapping[str, Outcome],
@@ -528,6 +538,7 @@ class CapsuleRun:
             "usage": list(self.tracker.records),
             "merge": self.merge_stats,
             "elapsed_s": time.perf_counter() - self.started,
+            "served": self.served(),
         }
         if self.rt.judge is not None:
             staging["task"] = task_key({m: input_digest(v) for m, v in self.inputs.items()})

@@ -59,7 +59,7 @@ def observation(
         }
     merge = staging.get("merge") or {}
     run_id = run_id or str(uuid.uuid4())
-    return {
+    obs: Observation = {
         "graph": graph_id,
         "group": plan.name,
         "run_id": run_id,
@@ -78,6 +78,9 @@ def observation(
         "shadow": False,
         "record_key": run_id,
     }
+    if tier != "fine" and "served" in staging:
+        obs["merged_members"] = int(staging["served"])
+    return obs
 
 
 def shadow_observation(

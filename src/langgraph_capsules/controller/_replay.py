@@ -238,6 +238,20 @@ def _runs(history: Sequence[Observation]) -> list[tuple[int, list[Observation]]]
 def _compound_run(work: Work, ctx: Context, obs: Observation, score: float, end: int) -> None:
     """Gate, ladder, latency gate and switch-down for a run of the current compound tier."""
     policy = ctx.policy
+    if obs.get("merged_members") == 0:
+        # nothing could merge (tools, another model, calls outside the proxy) or every
+        # section failed: a compound tier saves nothing here, so never settle on it
+        tier = work.tier
+        work.revert(end, clear_override=False)
+        work.events.append(
+            _backoff(
+                f"nothing merged on this {tier} run (see the run's notes in the report): "
+                "back to fine",
+                work,
+                ctx,
+            )
+        )
+        return
     work.stint_scores.append(score)
     work.stint_latency.append(float(obs.get("latency_s", 0.0) or 0.0))
     quality = obs.get("quality")
