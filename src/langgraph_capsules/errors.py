@@ -35,7 +35,7 @@ code                        meaning
 ``member_routes``           a grouped member returned ``Command(goto=...)`` or ``Send`` at
                             run time (raised by the run, never silently double-run)
 ``bad_option``              a ``capsulize()`` option is out of range (``section_words``,
-                            ``history_size``)
+                            ``history_size``, ``resume``)
 ``bad_mode``                an unknown controller mode or tier was requested
 ``unknown_config_key``      a run's ``configurable.capsules`` has a key other than
                             ``mode``, ``groups`` and ``record``
@@ -59,7 +59,10 @@ code                        meaning
 ``bad_calibration``         calibrate() got no capsule graph, no groups, no inputs or bad
                             options
 ``no_mdd``                  no judgement produced a score, so no MDD can be computed
-``plan_mismatch``           a thread was written by another plan or by the original graph
+``plan_mismatch``           a thread written by another plan or by the original graph has
+                            work in flight this graph cannot continue (a capsule or gate
+                            node of that plan pending, a group's staged data, a node due on
+                            an edge this graph rewires); ``node``/``group`` name it
 ``local_model``             the embedded local model could not be installed, found or served
 ``merge_failed``            the merged LLM call raised
 ``merge_unparsable``        the merged reply could not be split into sections
@@ -108,7 +111,9 @@ class CapsuleConfigError(CapsuleError, ValueError):
 
 
 class CapsuleResumeError(CapsuleError, RuntimeError):
-    """A checkpointed thread that this capsule plan refuses to continue."""
+    """A checkpointed thread that this capsule plan refuses to continue: another graph
+    left it paused inside a capsule run (``code="plan_mismatch"``). Finish the thread on
+    the graph that wrote it, or start a new ``thread_id``."""
 
 
 class CapsuleMergeError(CapsuleError, RuntimeError):
