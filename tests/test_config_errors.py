@@ -3,6 +3,7 @@ is a documented behaviour the plan and the report state."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -202,7 +203,7 @@ def test_auto_never_settles_on_a_tier_in_which_nothing_merges() -> None:
     compound = [o for o in capsules.observations("arm") if o["tier"] != "fine"]
     assert compound and all(o.get("merged_members") == 0 for o in compound)
     # every compound attempt is followed by fine runs (backoff), never by another one
-    assert all(b == "fine" for a, b in zip(tiers, tiers[1:]) if a != "fine")
+    assert all(b == "fine" for a, b in itertools.pairwise(tiers) if a != "fine")
     first = tiers.index(compound[0]["tier"])
     why = capsules.explain("arm", at=first + 1)
     assert any("nothing merged on this standard run" in r for r in why.reasons)

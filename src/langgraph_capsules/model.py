@@ -27,7 +27,8 @@ from langchain_core.runnables.config import ensure_config, merge_configs
 from pydantic import BaseModel, SecretStr
 
 from langgraph_capsules._session import PASS_THROUGH, SESSION, Slot
-from langgraph_capsules.strategies.structured import STRUCTURE_KWARGS, Served, call_shape
+from langgraph_capsules.strategies.structured import STRUCTURE_KWARGS, call_shape
+from langgraph_capsules.strategies.structured_reply import Served
 
 __all__ = ["BUDGET_KWARGS", "UNMERGEABLE_KWARGS", "CapsuleChatModel", "config_key"]
 

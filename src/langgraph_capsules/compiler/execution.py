@@ -47,8 +47,8 @@ from langgraph_capsules.strategies.structured import (
     build_structured_prompt,
     call_shape,
     part_spec,
-    split_structured,
 )
+from langgraph_capsules.strategies.structured_reply import split_structured
 from langgraph_capsules.telemetry import SHADOW_KEY, UsageTracker
 from langgraph_capsules.types import Tier
 
