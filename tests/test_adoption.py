@@ -18,7 +18,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.types import Send
+from langgraph.types import Command, Send, interrupt
 
 import langgraph_capsules as lc
 from langgraph_capsules.testing import ScriptedChatModel
@@ -162,9 +162,10 @@ class DealState(TypedDict, total=False):
     log: Annotated[list[str], operator.add]
 
 
-def deal_app(llm: Any) -> StateGraph[Any, Any, Any, Any]:
+def deal_app(llm: Any, *, review: bool = False) -> StateGraph[Any, Any, Any, Any]:
     """outline -> finance, legal, product (fan-out) -> memo; a reviewer approves the
-    outline before the analysts run (interrupt_before an analyst)."""
+    outline before the analysts run (interrupt_before an analyst). ``review``: a
+    human signs the memo off (``interrupt()``) in a last node."""
 
     def outline(state: DealState) -> dict[str, Any]:
         r = llm.invoke([SystemMessage("Outline the deal review."), HumanMessage(state["company"])])
@@ -193,9 +194,19 @@ def deal_app(llm: Any) -> StateGraph[Any, Any, Any, Any]:
         b.add_node(lens, analyst(lens))
         b.add_edge("outline", lens)
         b.add_edge(lens, "memo")
+
+    def sign_off(state: DealState) -> dict[str, Any]:
+        verdict = interrupt({"memo": state["memo"]})
+        return {"log": [f"signed: {verdict}"]}
+
     b.add_node("memo", memo)
     b.add_edge(START, "outline")
-    b.add_edge("memo", END)
+    if review:
+        b.add_node("sign_off", sign_off)
+        b.add_edge("memo", "sign_off")
+        b.add_edge("sign_off", END)
+    else:
+        b.add_edge("memo", END)
     return b
 
 
@@ -224,6 +235,47 @@ def test_fanout_thread_interrupted_before_a_member_resumes_on_the_capsule_graph(
     _run(app, COMPANY, _cfg("deal", {"mode": mode}), use_async)
     expected = ("capsule__desk",) if mode == "compound" else tuple(LENSES)
     assert set(app.get_state(_cfg("deal", {"mode": mode})).next) == set(expected)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+def test_thread_waiting_on_a_human_in_an_original_node_resumes(use_async: bool) -> None:
+    builder = deal_app(lc.CapsuleChatModel(ScriptedChatModel()), review=True)
+    saver = InMemorySaver()
+    original = builder.compile(checkpointer=saver)
+    first = _run(original, COMPANY, _cfg("deal"), use_async)
+    assert first["__interrupt__"] and original.get_state(_cfg("deal")).next == ("sign_off",)
+    app = lc.capsulize(builder, groups={"desk": LENSES}).compile(checkpointer=saver)
+    out = _run(app, Command(resume="approved"), _cfg("deal", COMPOUND), use_async)
+    assert out["memo"] == first["memo"] and out["log"][-1] == "signed: approved"
+
+
+def test_thread_whose_last_step_failed_is_retried_on_the_capsule_graph() -> None:
+    """The model failed in memo (after the analysts): memo is an original node with
+    nothing of its step saved, so the capsule graph retries it."""
+    builder = deal_app(lc.CapsuleChatModel(ScriptedChatModel(fail_calls={4})))
+    saver = InMemorySaver()
+    with pytest.raises(Exception, match="scripted failure"):
+        builder.compile(checkpointer=saver).invoke(COMPANY, _cfg("deal"))
+    app = lc.capsulize(builder, groups={"desk": LENSES}).compile(checkpointer=saver)
+    out = app.invoke(None, _cfg("deal", COMPOUND))
+    assert sorted(out["log"]) == sorted(["outline", *LENSES, "memo"])
+
+
+def test_thread_whose_fanout_step_failed_part_way_is_refused() -> None:
+    """legal failed while finance and product finished: their writes are saved with
+    the original's edges (straight to memo), and the capsule graph would re-run legal
+    through its gate, so memo would run twice. Refused; the original finishes it."""
+    builder = deal_app(lc.CapsuleChatModel(ScriptedChatModel(fail_calls={2})))
+    saver = InMemorySaver()
+    original = builder.compile(checkpointer=saver)
+    with pytest.raises(Exception, match="scripted failure"):
+        original.invoke(COMPANY, _cfg("deal"))
+    app = lc.capsulize(builder, groups={"desk": LENSES}).compile(checkpointer=saver)
+    with pytest.raises(lc.CapsuleResumeError, match="run twice") as e:
+        app.invoke(None, _cfg("deal", COMPOUND))
+    assert e.value.group == "desk" and "new thread_id" in str(e.value)
+    out = original.invoke(None, _cfg("deal"))
+    assert sorted(out["log"]) == sorted(["outline", *LENSES, "memo"])
 
 
 # ------------------------------------------------- threads paused in a capsule run

@@ -49,6 +49,8 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     """The nodes the plan added (``capsule__*``, ``gate__*``)."""
     _capsule_resume: str = "check"
     """``capsulize(resume=...)``: ``check`` or ``allow``."""
+    _capsule_members: Mapping[str, str] = {}
+    """Per member of a static group, its group."""
 
     def _check_run(self, config: RunnableConfig | None) -> None:
         check_run_config(merge_configs(self.config, config), self._capsule_groups)
@@ -78,6 +80,8 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
             saved.pending_writes,
             triggers={name: tuple(node.triggers) for name, node in self.nodes.items()},
             original=original,
+            members=self._capsule_members,
+            channels=frozenset(self.channels),
         )
         if hazard is None:
             return
@@ -284,6 +288,9 @@ class CapsuleGraph:
             + [d.capsule_node for d in self.plan.dynamic]
         )
         compiled._capsule_resume = self.resume  # type: ignore[attr-defined]
+        compiled._capsule_members = {  # type: ignore[attr-defined]
+            m: g.name for g in self.plan.groups for m in g.members
+        }
         return compiled
 
     def _remap(self, names: Sequence[str] | str | None, *, after: bool) -> Any:

@@ -31,6 +31,7 @@ RESUME_POLICIES = ("check", "allow")
 _BRANCH = "branch:to:"
 _JOIN = "join:"
 _TASKS = "__pregel_tasks"
+_NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"  # writes of the run's input
 _PRIVATE = re.compile(r"^capsule__(?P<group>[A-Za-z][A-Za-z0-9_]*)__private$")
 _ADDED = re.compile(r"^(?:capsule|gate)__(?P<group>[A-Za-z][A-Za-z0-9_]*)$")
 
@@ -82,6 +83,8 @@ def resume_hazard(
     *,
     triggers: Mapping[str, Sequence[str]],
     original: frozenset[str],
+    members: Mapping[str, str] | None = None,
+    channels: frozenset[str] | None = None,
 ) -> ResumeHazard | None:
     """What in a checkpoint another graph wrote this graph cannot continue, or ``None``.
 
@@ -92,6 +95,9 @@ def resume_hazard(
         triggers: Per node of this graph, the channels that trigger it.
         original: This graph's nodes that mean what they mean in the original graph
             (every node but the capsule, gate and dynamic capsule nodes of its plan).
+        members: Per member of a static group of this plan, its group (whose gate this
+            graph routes the member's out-edges through).
+        channels: This graph's channels (``None``: not checked).
     """
     pending = _pending(checkpoint)
     if not pending:
@@ -122,7 +128,21 @@ def resume_hazard(
                 "graph that wrote it commits",
                 group=m.group("group"),
             )
-    for write in pending_writes or ():
+    writes = [w for w in pending_writes or () if w[0] != _NULL_TASK_ID]
+    if any(not w[1].startswith("__") or w[1] == _TASKS for w in writes):
+        # a step that stopped part-way (an error, an interrupt): some of its tasks saved
+        # their writes, wired as the writer wires them, and the rest run again here
+        mine = members or {}
+        for group in dict.fromkeys(mine[n] for n, _c in pending if n is not None and n in mine):
+            names = ", ".join(sorted({n for n, _c in pending if n and mine.get(n) == group}))
+            return ResumeHazard(
+                f"stopped part-way through the step that runs the members of group {group!r} "
+                f"({names}): the finished ones saved their writes with the writer's edges, "
+                f"and this graph would run the rest through 'gate__{group}', so the steps "
+                "after them would run twice",
+                group=group,
+            )
+    for write in writes:
         _task, chan, value = write[0], write[1], write[2]
         m = _PRIVATE.match(chan)
         target = (
@@ -136,6 +156,11 @@ def resume_hazard(
             return ResumeHazard(
                 f"has a pending write of staged data of group {m.group('group')!r}",
                 group=m.group("group"),
+            )
+        if chan.startswith(_JOIN) and channels is not None and chan not in channels:
+            return ResumeHazard(
+                f"has a pending write to {chan!r}, a join this graph does not have",
+                chan.rsplit(":", 1)[-1],
             )
         if target is not None and target not in original:
             return ResumeHazard(
