@@ -86,25 +86,9 @@ EXPECTED_COMPOUND_CALLS: dict[str, Callable[[Mapping[str, Any], ArmRun], int]] =
 }
 
 MERGING = [c for c in CASES if c.values[0].merges]  # type: ignore[union-attr]
-SUBGRAPH_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect: a compiled subgraph node is read as code that 'may route to any node' "
-        "(topology cannot read a Pregel), so the plan refuses its siblings' group with "
-        "successor_routed ('write_memo' would run twice) although the subgraph's nodes "
-        "return plain updates; declaring the group explicitly raises the same error"
-    ),
-)
 
 
-def _mark(case: Any) -> Any:
-    app = case.values[0]
-    if app.name == "diligence":
-        return pytest.param(*case.values, id=case.id, marks=SUBGRAPH_DEFECT)
-    return case
-
-
-@pytest.mark.parametrize(("app", "inputs"), [_mark(c) for c in MERGING])
+@pytest.mark.parametrize(("app", "inputs"), MERGING)
 def test_compound_makes_fewer_calls(app: FieldApp, inputs: Mapping[str, Any]) -> None:
     _model, _capsules, original, (compound,) = _arms(app, inputs, COMPOUND)
     assert compound.merged_calls >= 1
@@ -235,20 +219,14 @@ def test_diligence_leaves_the_subgraph_alone() -> None:
     assert queries and not any(c.merged for c in queries)
 
 
-@SUBGRAPH_DEFECT
 def test_diligence_siblings_of_the_subgraph_form_a_group() -> None:
+    """A compiled subgraph routes in the parent only through Command.PARENT: one whose
+    nodes never say so does not block its siblings' group (it did before)."""
     app = APPS["diligence"]
     plan = lc.capsulize(app.build(scripted_model())).plan
     assert [set(g.members) for g in plan.groups] == [{"risk_analyst", "market_analyst"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect: a compiled subgraph *upstream* of a group (its predecessor) also blocks "
-        "it: the subgraph 'may route to any node', hence to the group's successor"
-    ),
-)
 def test_a_subgraph_predecessor_does_not_block_its_childrens_group() -> None:
     builder = APPS["report_writers"].build(scripted_model())
     sub = StateGraph(ReportState)

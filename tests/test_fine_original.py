@@ -326,3 +326,49 @@ def test_two_writers_raise_even_when_one_of_them_is_rerun_as_its_node(bad: Any) 
     with pytest.raises(InvalidUpdateError) as e:
         capsules.compile().invoke({"doc": DOC}, COMPOUND)
     assert str(e.value) == str(original.value)
+
+
+def _subgraph_sibling_app(llm: Any, *, parent_route: bool) -> StateGraph[Any, Any, Any, Any]:
+    """b and c feed z; a compiled subgraph s runs beside them. With ``parent_route`` its
+    inner node sends the parent graph to z (Command.PARENT)."""
+
+    def routing(state: S) -> Any:
+        return Command(graph=Command.PARENT, goto="z", update={"log": ["s"]})
+
+    def plain(state: S) -> Any:
+        return {"log": ["s"]}
+
+    sub = StateGraph(S)
+    sub.add_node("inner", routing if parent_route else plain)
+    sub.add_edge(START, "inner")
+
+    def writer(key: str) -> Any:
+        def node(state: S) -> dict[str, Any]:
+            return {key: _ask(llm, key, state), "log": [key]}
+
+        return node
+
+    def z(state: S) -> dict[str, Any]:
+        return {"log": ["z"]}
+
+    b = StateGraph(S)
+    b.add_node("s", sub.compile())
+    b.add_node("b", writer("b"))
+    b.add_node("c", writer("c"))
+    b.add_node("z", z)
+    for n in ("s", "b", "c"):
+        b.add_edge(START, n)
+    b.add_edge(["b", "c"], "z")
+    return b
+
+
+def test_a_subgraph_routing_in_the_parent_keeps_its_siblings_ungrouped() -> None:
+    quiet = lc.capsulize(_subgraph_sibling_app(_llm(), parent_route=False)).plan
+    assert [set(g.members) for g in quiet.groups] == [{"b", "c"}]
+    builder = _subgraph_sibling_app(_llm(), parent_route=True)
+    plan = lc.capsulize(builder).plan
+    assert plan.groups == ()  # s may trigger z beside the gate: z would run twice
+    original = builder.compile().invoke({"doc": DOC})
+    app = lc.capsulize(builder).compile()
+    for config in MODES:
+        assert app.invoke({"doc": DOC}, config) == original

@@ -255,6 +255,37 @@ def _routing_reason(fns: list[Any], scan: CodeScan) -> tuple[str | None, bool]:
     return None, False
 
 
+def _subgraph_routing(graph: Any, depth: int = 0) -> tuple[str | None, bool]:
+    """Whether a compiled subgraph may route in the parent graph. Its nodes' own
+    ``Command``/``Send`` route inside the subgraph; only ``Command(graph=Command.PARENT)``
+    reaches the parent, so the subgraph routes when some node of it (at any depth)
+    refers to ``PARENT``, and is a doubt when its nodes cannot be read."""
+    builder = getattr(graph, "builder", None)
+    nodes = getattr(builder, "nodes", None)
+    if not isinstance(nodes, dict) or depth > _SCAN_DEPTH:
+        return (
+            "is a subgraph whose nodes cannot be read, so it may route in this graph",
+            True,
+        )
+    for name, spec in nodes.items():
+        if isinstance(spec.runnable, Pregel):
+            why, doubt = _subgraph_routing(spec.runnable, depth + 1)
+            if why is not None:
+                return why, doubt
+            continue
+        for fn in user_functions(spec):
+            code = getattr(fn, "__code__", None)
+            if code is None:
+                continue
+            if any("PARENT" in c.co_names for c in _codes(code)):
+                return (
+                    f"is a subgraph whose node '{name}' may route in this graph "
+                    "(Command(graph=Command.PARENT))",
+                    False,
+                )
+    return None, False
+
+
 def returned_routing(ret: Any) -> str | None:
     """What a node's return value routes to at run time (``Command(goto=...)``, a
     ``Send``), described for an error message; ``None`` for plain updates."""
@@ -401,7 +432,10 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
         scan = scan_code(fns)
         if models := unwrapped_models(scan):
             unwrapped[name] = tuple(models)
-        routes_why, doubt = (None, False) if spec.ends else _routing_reason(fns, scan)
+        if isinstance(spec.runnable, Pregel) and not spec.ends:
+            routes_why, doubt = _subgraph_routing(spec.runnable)
+        else:
+            routes_why, doubt = (None, False) if spec.ends else _routing_reason(fns, scan)
         if spec.ends or routes_why is not None:
             ends = spec.ends.values() if isinstance(spec.ends, dict) else spec.ends or ()
             known = routes.setdefault(name, set())
