@@ -287,3 +287,29 @@ def test_same_task_readings_keep_compound_runs_from_being_audited() -> None:
     decision = capsules.explain("arm")
     assert not decision.audit
     assert "no audit: 0 compound run(s) since the last reading" in " ".join(decision.reasons)
+
+
+def test_a_merge_that_sends_more_input_than_the_separate_calls_is_not_taken() -> None:
+    """Three one-line prompts with nothing in common: the merged call's own wording costs
+    more input than the three calls, so auto never switches, whatever the quality."""
+    from field_apps import parallel_creative_app
+
+    scripted = ScriptedChatModel()
+    capsules = lc.capsulize(
+        parallel_creative_app(scripted),
+        policy=lc.ControllerPolicy.aggressive(quality_floor=0.5),
+        judge=lambda task, reference, candidate: 1.0,  # quality is never the problem
+    )
+    app = capsules.compile()
+    for i in range(6):
+        app.invoke({"topic": f"owls {i}"})
+    (group,) = capsules.plan.group_names
+    obs = capsules.observations(group)
+    shadows = [o for o in obs if o["shadow"]]
+    assert shadows and all(o["tier"] == "standard" and o["quality"] == 1.0 for o in shadows)
+    fine_inputs = {o["run_id"]: o["input_tokens"] for o in obs if not o["shadow"]}
+    assert all(o["input_tokens"] > fine_inputs[o["run_id"]] for o in shadows)
+    assert {o["tier"] for o in obs if not o["shadow"]} == {"fine"}  # never switched
+    first = obs.index(shadows[0]) + 1
+    why = " ".join(capsules.explain(group, at=first).reasons)
+    assert "costs more input than the separate calls" in why

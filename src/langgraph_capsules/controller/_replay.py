@@ -349,6 +349,7 @@ def _replay_run(work: Work, ctx: Context, end: int, run: list[Observation]) -> N
             work.events.append(f"an observation with unknown tier {tier!r}: ignored")
     if shadows:
         readings: list[tuple[Tier, float | None]] = []
+        inputs: dict[Tier, int] = {}
         for o in shadows:
             t = _compound_tier(str(o.get("tier")))
             if t is None:
@@ -356,7 +357,10 @@ def _replay_run(work: Work, ctx: Context, end: int, run: list[Observation]) -> N
                 continue
             q = o.get("quality")
             readings.append((t, None if q is None else float(q)))
-        _shadow_run(work, ctx, plan, readings, end)
+            inputs[t] = int(o.get("input_tokens", 0) or 0)
+        fine = [o for o in main if o.get("tier") == "fine"]
+        fine_input = int(fine[-1].get("input_tokens", 0) or 0) if fine else None
+        _shadow_run(work, ctx, plan, readings, end, inputs=inputs, fine_input=fine_input)
     work.events.extend(observe_run(work.audit, run, run_number=work.runs, policy=ctx.policy))
 
 
@@ -366,6 +370,9 @@ def _shadow_run(
     plan: Plan | None,
     readings: list[tuple[Tier, float | None]],
     end: int,
+    *,
+    inputs: dict[Tier, int] | None = None,
+    fine_input: int | None = None,
 ) -> None:
     window = ctx.policy.window_size
     floor = ctx.policy.quality_floor
@@ -376,7 +383,7 @@ def _shadow_run(
                 work.record_quality(tier, q, window)
         work.events.append("shadow scores recorded only (the shadow gate was not pending)")
         return
-    verdict = shadow_verdict(readings, floor)
+    verdict = shadow_verdict(readings, floor, inputs=inputs, fine_input=fine_input)
     work.judge_failures += verdict.judge_failures
     for tier, q in readings:
         if q is not None:

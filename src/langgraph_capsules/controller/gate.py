@@ -18,7 +18,7 @@ A judge failure (quality ``None``) is no observation (P13): it neither passes no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,13 +79,26 @@ class ShadowVerdict:
     """One line per shadow tier, then the verdict."""
 
 
-def shadow_verdict(readings: Sequence[tuple[Tier, float | None]], floor: float) -> ShadowVerdict:
+def shadow_verdict(
+    readings: Sequence[tuple[Tier, float | None]],
+    floor: float,
+    *,
+    inputs: Mapping[Tier, int] | None = None,
+    fine_input: int | None = None,
+) -> ShadowVerdict:
     """Judge a shadow run: accept the first tier that scores at or above ``floor``.
+
+    A ``standard`` shadow whose merged call sent more input tokens than the fine run
+    beside it (``inputs``, ``fine_input``) is not accepted whatever its quality: with
+    short prompts and little shared content the merged prompt's own wording costs more
+    than the sharing saves, and a merge then saves calls at a higher token bill.
 
     Args:
         readings: ``(tier, quality)`` for each shadow tier in the order they ran; a
             ``None`` quality is a judge failure.
         floor: The quality floor.
+        inputs: Input tokens each shadow tier sent on this run.
+        fine_input: Input tokens of the fine run beside them.
 
     Returns:
         The verdict.
@@ -94,6 +107,9 @@ def shadow_verdict(readings: Sequence[tuple[Tier, float | None]], floor: float) 
         >>> v = shadow_verdict([("standard", 0.6), ("two_phase", 0.8)], 0.75)
         >>> (v.outcome, v.tier)
         ('accept', 'two_phase')
+        >>> shadow_verdict([("standard", 0.9)], 0.75, inputs={"standard": 153},
+        ...                fine_input=28).outcome
+        'block'
     """
     lines: list[str] = []
     judged = failures = 0
@@ -106,6 +122,13 @@ def shadow_verdict(readings: Sequence[tuple[Tier, float | None]], floor: float) 
         judged += 1
         ok = quality >= floor
         lines.append(f"shadow {tier} judged {quality:.2f} {'>=' if ok else '<'} floor {floor:.2f}")
+        sent = (inputs or {}).get(tier) if tier == "standard" else None
+        if ok and sent is not None and fine_input and sent > fine_input:
+            ok = False
+            lines.append(
+                f"shadow {tier} sent {sent} input tokens > fine's {fine_input}: the merge "
+                "costs more input than the separate calls"
+            )
         if ok and accepted is None:
             accepted = tier
     if accepted is not None:
