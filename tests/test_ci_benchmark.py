@@ -216,3 +216,73 @@ def test_oracle_command_on_the_tool_using_due_diligence_app(tmp_path: Path) -> N
         not cells[("research", "standard")]["passes"] and rows["research"]["oracle"] != "standard"
     )
     assert cells[("research", "two_phase")]["passes"]
+
+
+def test_finish_reasons_recorded_per_run(results: tuple[Path, dict[str, Any]]) -> None:
+    out, data = results
+    # the scripted analyst writes within its budget: every billed call stops on its own
+    for r in data["records"]:
+        assert r["finish_reasons"] == {"stop": r["calls"]}, r["arm"]
+        assert r["truncated_calls"] == 0 and r["finished_calls"] == r["calls"]
+        assert r["truncated"] == []
+    lg14 = data["summary"]["arms"]["lg14"]
+    n = 4 * len(DEV) * 14
+    assert (lg14["truncated_calls"], lg14["finished_calls"]) == (0, n)
+    assert lg14["truncation_rate"] == 0.0
+    report = (out / "report.md").read_text()
+    header = next(ln for ln in report.splitlines() if ln.startswith("| arm |"))
+    column = header.split(" | ").index("truncated")
+    row = next(ln for ln in report.splitlines() if ln.startswith("| LG 14-node |"))
+    assert row.split(" | ")[column] == f"0/{n}"
+
+
+def test_truncation_counted_and_shown_per_arm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scripted model that cuts replies at max_tokens, with 5-token extractors: the
+    twelve extractor calls end with "length", the frame and the brief do not."""
+    import io
+
+    from rich.console import Console
+
+    from benchmarks.competitive_intelligence import pipeline, scripted
+    from langgraph_capsules.strategies.standard import merged_max_tokens
+
+    real = scripted.scripted_analyst
+    monkeypatch.setattr(
+        scripted, "scripted_analyst", lambda **kw: real(**{**kw, "honor_max_tokens": True})
+    )
+    monkeypatch.setitem(pipeline.BUDGETS, "extractor", 5)
+    # the hand-merged arm gets the library's merged-call allowance: 3 x 5 + 16 per marker
+    assert pipeline.arm_budget() == merged_max_tokens([5, 5, 5]) == 63
+    sink = io.StringIO()
+    console = Console(file=sink, width=80)  # not a terminal: a CI log or a pipe
+    runner.run_benchmark(
+        model="scripted",
+        companies=1,
+        runs=1,
+        arms=["lg14", "lg6"],
+        out=tmp_path,
+        company_ids=DEV[:1],
+        console=console,
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    lg14, lg6 = data["records"]
+    assert lg14["finish_reasons"] == {"length": 12, "stop": 2}
+    assert (lg14["truncated_calls"], lg14["finished_calls"]) == (12, 14)
+    cut = {c["node"] for c in lg14["truncated"]}
+    assert cut == {extractor_key(lens, k) for lens in LENSES for k in KINDS}
+    assert {c["max_tokens"] for c in lg14["truncated"]} == {5}
+    assert lg6["finished_calls"] == 6
+    assert {c["max_tokens"] for c in lg6["truncated"]} == {63}
+    assert {c["node"] for c in lg6["truncated"]} == {f"arm_{lens}" for lens in LENSES}
+    assert data["summary"]["arms"]["lg14"]["truncation_rate"] == pytest.approx(12 / 14)
+    report = (tmp_path / "report.md").read_text()
+    assert "| LG 14-node |" in report and " 12/14 |" in report and " 4/6 |" in report
+    # the non-TTY table is printed at the width it needs: every header whole, on one line
+    printed = sink.getvalue()
+    table = printed[printed.index("competitive-intelligence benchmark") :]
+    for header in runner._HEADERS:
+        assert header in table, header
+    row = next(ln for ln in table.splitlines() if ln.startswith("│ LG hand-merged"))
+    assert "4/6" in row and "…" not in table

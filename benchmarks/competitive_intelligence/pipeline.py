@@ -32,7 +32,9 @@ __all__ = [
     "BUDGETS",
     "KIND_INSTRUCTIONS",
     "LENS_TITLES",
+    "MARKER_TOKENS",
     "CIState",
+    "arm_budget",
     "build_declared",
     "build_lg6",
     "build_lg14",
@@ -86,8 +88,22 @@ BRIEFER_INSTRUCTIONS = (
     "exactly three bullet points."
 )
 
-BUDGETS = {"scoping": 80, "extractor": 128, "briefer": 320}
-"""``max_tokens`` per call kind (the hand-merged arm call gets 3 x extractor)."""
+BUDGETS = {"scoping": 160, "extractor": 384, "briefer": 768}
+"""``max_tokens`` per call kind, sized so per-agent calls finish on their own on the
+1.5B model (``finish_reason="stop"``, not ``"length"``): at 128 the extractors were cut
+mid-list and the signals extractor, which copies facts in source order, never reached
+the outlook paragraph where the gold signals sit."""
+
+MARKER_TOKENS = 16
+"""Output room per marker line of a merged reply: the library's merged call gets the
+members' budgets plus this per marker, and so does the hand-merged arm call."""
+
+
+def arm_budget() -> int:
+    """``max_tokens`` of a hand-merged arm call: the same allowance as the library's merged
+    call of the arm's three extractors (3 x extractor + 16 per marker line)."""
+    return len(KINDS) * (BUDGETS["extractor"] + MARKER_TOKENS)
+
 
 ARM_GROUPS = {lens: [f"{lens}_{kind}" for kind in KINDS] for lens in LENSES}
 """The capsule groups: one per lens arm, three extractors each."""
@@ -245,7 +261,7 @@ def build_lg6(llm: BaseChatModel) -> StateGraph[Any, Any, Any, Any]:
                 "under ENTITIES:, CLAIMS: and SIGNALS:."
             )
             msgs = [SystemMessage(system), HumanMessage(f"{_source_block(state, lens)}\n\n{task}")]
-            reply = llm.bind(max_tokens=3 * BUDGETS["extractor"]).invoke(msgs)
+            reply = llm.bind(max_tokens=arm_budget()).invoke(msgs)
             parts = split_arm_reply(_text(reply))
             return {extractor_key(lens, kind): parts[kind] for kind in KINDS}
 

@@ -33,13 +33,18 @@ import math
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.outputs import LLMResult
+from langchain_core.tracers.context import register_configure_hook
 
 import langgraph_capsules as lc
 from benchmarks.competitive_intelligence.dataset import Company, load_companies, load_company
@@ -246,7 +251,7 @@ def run_benchmark(
     (out / "report.md").write_text(report)
     plot(records, list(arms), out)
     plot_auto(records, out)
-    console.print(_rich_table(summary))
+    print_table(console, _rich_table(summary))
     if summary["auto_tiers"]:
         console.print("\n".join(_auto_lines(summary["auto_tiers"])))
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
@@ -362,12 +367,111 @@ def _llm_judge(judge: lc.LLMJudge, company: Company, brief: str) -> dict[str, An
     }
 
 
+LENGTH_REASONS = frozenset({"length", "max_tokens", "max_output_tokens", "MAX_TOKENS"})
+"""Stop reasons that mean the reply hit its ``max_tokens`` (OpenAI, Anthropic, Gemini)."""
+
+
+class FinishReasons(BaseCallbackHandler):
+    """Each billed chat-model call's ``finish_reason``, read from the reply's
+    ``response_metadata`` (or the generation info), in completion order. Calls answered
+    from a merged call (``capsule_served``) are not model calls and are left out, so the
+    count matches :func:`lc.track_usage`'s ``calls``."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._open: dict[Any, dict[str, Any]] = {}
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: Any,
+        *,
+        run_id: Any,
+        metadata: dict[str, Any] | None = None,
+        invocation_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        md = metadata or {}
+        name = md.get("capsule_group") if md.get("capsule_merged") else None
+        name = name or md.get("capsule_member") or md.get("langgraph_node")
+        limit = (invocation_params or {}).get("max_tokens")
+        with self._lock:
+            self._open[run_id] = {"node": name, "max_tokens": limit}
+
+    def on_llm_end(self, response: LLMResult, *, run_id: Any, **kwargs: Any) -> None:
+        with self._lock:
+            call = self._open.pop(run_id, {"node": None, "max_tokens": None})
+        gen = (
+            response.generations[0][0] if response.generations and response.generations[0] else None
+        )
+        message = getattr(gen, "message", None)
+        rmeta = getattr(message, "response_metadata", None) or {}
+        if rmeta.get("capsule_served"):
+            return
+        info = getattr(gen, "generation_info", None) or {}
+        reason = rmeta.get("finish_reason") or rmeta.get("stop_reason")
+        reason = reason or info.get("finish_reason") or info.get("stop_reason")
+        usage = getattr(message, "usage_metadata", None) or {}
+        call.update(finish_reason=reason, output_tokens=usage.get("output_tokens"))
+        with self._lock:
+            self.calls.append(call)
+
+    def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self._open.pop(run_id, None)
+
+    def summary(self) -> dict[str, Any]:
+        """``finish_reasons`` (count per reason; ``unknown`` when the model gives none),
+        ``truncated_calls`` (ended at ``max_tokens``), ``finished_calls`` (all), and
+        ``truncated`` (the node or group and budget of each cut call)."""
+        with self._lock:
+            calls = list(self.calls)
+        counts: dict[str, int] = {}
+        for c in calls:
+            key = str(c["finish_reason"] or "unknown")
+            counts[key] = counts.get(key, 0) + 1
+        cut = [c for c in calls if str(c["finish_reason"]) in LENGTH_REASONS]
+        return {
+            "finish_reasons": counts,
+            "truncated_calls": len(cut),
+            "finished_calls": len(calls),
+            "truncated": [
+                {
+                    "node": c["node"],
+                    "max_tokens": c["max_tokens"],
+                    "output_tokens": c["output_tokens"],
+                }
+                for c in cut
+            ],
+        }
+
+
+_FINISH: ContextVar[FinishReasons | None] = ContextVar("ci_bench_finish_reasons", default=None)
+register_configure_hook(_FINISH, inheritable=True)
+
+
+@contextlib.contextmanager
+def track_finish_reasons() -> Iterator[FinishReasons]:
+    """Record the ``finish_reason`` of every chat-model call made inside the block (in
+    any graph or thread LangChain's callback context reaches, like :func:`lc.track_usage`)."""
+    handler = FinishReasons()
+    token = _FINISH.set(handler)
+    try:
+        yield handler
+    finally:
+        _FINISH.reset(token)
+
+
 def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str, Any]:
     error = None
     outputs: dict[str, Any] = {}
     fallbacks: list[str] = []
     t0 = time.perf_counter()
-    with lc.track_usage() as usage:
+    with lc.track_usage() as usage, track_finish_reasons() as finishes:
         try:
             outputs = arm.app.invoke(initial_state(company), arm.config)
         except Exception as e:  # a failed run is recorded, never hidden
@@ -408,6 +512,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         "input_tokens": totals["input_tokens"],
         "cached_tokens": totals["cached_tokens"],
         "output_tokens": totals["output_tokens"],
+        **finishes.summary(),
         "wall_s": round(wall, 3),
         "quality": None if score is None else round(score["quality"], 4),
         "quality_parts": None
@@ -451,6 +556,14 @@ def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[st
         llm = [float(r["llm_quality"]) for r in rows if r.get("llm_quality") is not None]
         if llm:
             stats["llm_quality"] = {"median": _median(llm), "min": min(llm), "max": max(llm)}
+        everyone = [r for r in records if r["arm"] == arm]
+        stats["truncated_calls"] = sum(int(r.get("truncated_calls") or 0) for r in everyone)
+        stats["finished_calls"] = sum(int(r.get("finished_calls") or 0) for r in everyone)
+        stats["truncation_rate"] = (
+            stats["truncated_calls"] / stats["finished_calls"]
+            if stats["finished_calls"]
+            else math.nan
+        )
         inputs = stats["input_tokens"]["median"]
         stats["cached_share"] = stats["cached_tokens"]["median"] / inputs if inputs else math.nan
         per[arm] = stats
@@ -524,6 +637,7 @@ def _rows(summary: dict[str, Any]) -> list[list[str]]:
                 _fmt(s["calls"]["median"]),
                 _with_range(s["wall_s"], 1),
                 _with_range(q, 3),
+                _truncated(s),
                 _ratio(s, "input_tokens", "lg14") + " / " + _ratio(s, "input_tokens", "lg6"),
                 _ratio(s, "output_tokens", "lg14") + " / " + _ratio(s, "output_tokens", "lg6"),
                 _ratio(s, "wall_s", "lg14") + " / " + _ratio(s, "wall_s", "lg6"),
@@ -541,11 +655,17 @@ _HEADERS = [
     "calls",
     "wall s (min-max)",
     "quality (min-max)",
+    "truncated",
     "input vs LG14 / LG6",
     "output vs LG14 / LG6",
     "wall vs LG14 / LG6",
     "Δquality vs LG14 / LG6",
 ]
+
+
+def _truncated(s: dict[str, Any]) -> str:
+    """Calls cut at ``max_tokens`` over all calls of the arm (every company and run)."""
+    return f"{s.get('truncated_calls', 0)}/{s.get('finished_calls', 0)}"
 
 
 def _ratio(s: dict[str, Any], key: str, ref: str) -> str:
@@ -572,6 +692,23 @@ def _rich_table(summary: dict[str, Any]) -> Any:
     for row in _rows(summary):
         table.add_row(*row)
     return table
+
+
+def print_table(console: Any, table: Any) -> None:
+    """Print ``table`` whole: on a terminal at the terminal's width; elsewhere (a CI log,
+    a pipe, a file) at the width the table needs, so no column is squeezed or cut."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    need = Console(width=10_000).measure(table).maximum
+    width = console.width
+    console.width = max(width, need)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -613,6 +750,10 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             f"preset, quality_floor {AUTO_POLICY.quality_floor}.",
         ]
     lines += [
+        "",
+        'Truncated: calls that ended at their max_tokens (finish_reason "length") over '
+        "all calls of the arm, every company and run; a cut extractor loses the facts "
+        "after the cut.",
         "",
         "Token and call figures are medians over (company, run) cells; ratios are of medians. "
         "Δquality is the median paired difference per (company, run); a |Δ| below the MDD "
