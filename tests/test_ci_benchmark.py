@@ -273,6 +273,9 @@ def test_truncation_counted_and_shown_per_arm(
     cut = {c["node"] for c in lg14["truncated"]}
     assert cut == {extractor_key(lens, k) for lens in LENSES for k in KINDS}
     assert {c["max_tokens"] for c in lg14["truncated"]} == {5}
+    budgets = {c["node"]: c["max_tokens"] for c in lg14["call_finishes"]}
+    assert len(lg14["call_finishes"]) == 14 and budgets["briefer"] == pipeline.BUDGETS["briefer"]
+    assert budgets["scoping"] == pipeline.BUDGETS["scoping"]
     assert lg6["finished_calls"] == 6
     assert {c["max_tokens"] for c in lg6["truncated"]} == {63}
     assert {c["node"] for c in lg6["truncated"]} == {f"arm_{lens}" for lens in LENSES}

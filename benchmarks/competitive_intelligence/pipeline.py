@@ -88,11 +88,13 @@ BRIEFER_INSTRUCTIONS = (
     "exactly three bullet points."
 )
 
-BUDGETS = {"scoping": 160, "extractor": 384, "briefer": 768}
+BUDGETS = {"scoping": 192, "extractor": 512, "briefer": 1024}
 """``max_tokens`` per call kind, sized so per-agent calls finish on their own on the
-1.5B model (``finish_reason="stop"``, not ``"length"``): at 128 the extractors were cut
+1.5B model (``finish_reason="stop"``, not ``"length"``). At 128 the extractors were cut
 mid-list and the signals extractor, which copies facts in source order, never reached
-the outlook paragraph where the gold signals sit."""
+the outlook paragraph where the gold signals sit; at 384 one extractor (risk claims,
+which copied its source nearly whole: 395 tokens) was still cut. The 1.5B model's
+scoping frame ran to 132 tokens and its brief to 623."""
 
 MARKER_TOKENS = 16
 """Output room per marker line of a merged reply: the library's merged call gets the

@@ -426,8 +426,9 @@ class FinishReasons(BaseCallbackHandler):
 
     def summary(self) -> dict[str, Any]:
         """``finish_reasons`` (count per reason; ``unknown`` when the model gives none),
-        ``truncated_calls`` (ended at ``max_tokens``), ``finished_calls`` (all), and
-        ``truncated`` (the node or group and budget of each cut call)."""
+        ``truncated_calls`` (ended at ``max_tokens``), ``finished_calls`` (all),
+        ``truncated`` (the node or group and budget of each cut call) and
+        ``call_finishes`` (every call: node or group, reason, output tokens, budget)."""
         with self._lock:
             calls = list(self.calls)
         counts: dict[str, int] = {}
@@ -436,6 +437,10 @@ class FinishReasons(BaseCallbackHandler):
             counts[key] = counts.get(key, 0) + 1
         cut = [c for c in calls if str(c["finish_reason"]) in LENGTH_REASONS]
         return {
+            "call_finishes": [
+                {k: c[k] for k in ("node", "finish_reason", "output_tokens", "max_tokens")}
+                for c in calls
+            ],
             "finish_reasons": counts,
             "truncated_calls": len(cut),
             "finished_calls": len(calls),
