@@ -338,16 +338,7 @@ class CapsuleGraph:
             lines += [f"  note: {n}" for n in g.notes]
             why = decision.reasons[0] if decision.reasons else ""
             lines.append(f"  next auto run: {decision.tier} ({why})")
-            if not rows:
-                lines.append("  (no runs yet)")
-                continue
-            lines.append(head)
-            for i, r in enumerate(rows, 1):
-                lines.append(
-                    f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
-                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7} "
-                    f"{_quality(r.get('quality')):>7}  {_notes(r)}"
-                )
+            lines += _run_lines(rows, head)
         for d in self.plan.dynamic:
             rows = self.history(d.name)[-last:]
             data["groups"][d.name] = {
@@ -359,22 +350,25 @@ class CapsuleGraph:
             routers = ", ".join(f"{src}.{path}" for src, path in d.routers)
             lines.append(f"dynamic group {d.name}: {', '.join(d.members)} (router {routers})")
             lines += [f"  note: {n}" for n in d.notes]
-            if not rows:
-                lines.append("  (no runs yet)")
-                continue
-            lines.append(head)
-            for i, r in enumerate(rows, 1):
-                lines.append(
-                    f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
-                    f"{r['cached_tokens']:>7} {r['output_tokens']:>7} "
-                    f"{_quality(r.get('quality')):>7}  {_notes(r)}"
-                )
+            lines += _run_lines(rows, head)
         if self.plan.untouched:
             lines.append("left as they are: " + ", ".join(sorted(self.plan.untouched)))
         report = CapsuleReport("\n".join(lines), data)
         if print_:
             print(report.text)
         return report
+
+
+def _run_lines(rows: list[GroupRunRecord], head: str) -> list[str]:
+    """A group's recent runs as table lines under ``head``."""
+    if not rows:
+        return ["  (no runs yet)"]
+    return [head] + [
+        f"  {i:>4} {r['tier']:<9} {r['calls']:>5} {r['input_tokens']:>8} "
+        f"{r['cached_tokens']:>7} {r['output_tokens']:>7} "
+        f"{_quality(r.get('quality')):>7}  {_notes(r)}"
+        for i, r in enumerate(rows, 1)
+    ]
 
 
 def _quality(q: float | None) -> str:

@@ -203,6 +203,17 @@ def declared_routers(
     return sorted(common)
 
 
+def check_group_name(name: object) -> None:
+    """Refuse a group name LangGraph node names cannot be built from (``bad_group_name``)."""
+    if not isinstance(name, str) or not _GROUP_NAME.match(name):
+        raise CapsuleConfigError(
+            f"group name {name!r} is not valid: use letters, digits and '_' and start with "
+            "a letter",
+            code="bad_group_name",
+            group=str(name),
+        )
+
+
 def check_dynamic(
     name: str,
     members: Sequence[str],
@@ -214,13 +225,7 @@ def check_dynamic(
     known: set[str],
 ) -> DynamicGroupPlan:
     """Validate a declared dynamic group (one member is enough: N instances of it)."""
-    if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise CapsuleConfigError(
-            f"group name {name!r} is not valid: use letters, digits and '_' and start with "
-            "a letter",
-            code="bad_group_name",
-            group=str(name),
-        )
+    check_group_name(name)
     if f"capsule__{name}" in known:
         raise CapsuleConfigError(
             f"group {name!r} would add node 'capsule__{name}', which already exists; "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from langgraph_capsules.compiler.dynamic_plan import (
     DynamicGroupPlan,
     batched_note,
     check_dynamic,
+    check_group_name,
     declared_routers,
     infer_dynamic,
 )
@@ -36,7 +36,6 @@ from langgraph_capsules.topology import Topology, Trigger, infer_group_name
 __all__ = ["PLAN_VERSION", "CapsulePlan", "DynamicGroupPlan", "GroupPlan", "make_plan"]
 
 PLAN_VERSION = 2
-_GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -399,13 +398,7 @@ def _check_group(
     owner: dict[str, str],
     known: set[str],
 ) -> GroupPlan:
-    if not isinstance(name, str) or not _GROUP_NAME.match(name):
-        raise CapsuleConfigError(
-            f"group name {name!r} is not valid: use letters, digits and '_' and start with "
-            "a letter",
-            code="bad_group_name",
-            group=str(name),
-        )
+    check_group_name(name)
     for reserved in (f"capsule__{name}", f"gate__{name}", f"capsule__{name}__private"):
         if reserved in known:
             raise CapsuleConfigError(

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langgraph_capsules.prompts import estimate_tokens, split_shared
+from langgraph_capsules.strategies.standard import SHARED_HEAD
 
 __all__ = ["SequentialPlan", "SequentialTurn", "build_sequential", "parse_sequential_turn"]
 
@@ -38,7 +39,6 @@ _PREAMBLE = (
     "You will receive {n} tasks, one after another. Answer each task on its own, "
     "following its instructions and format as if it were the only task."
 )
-_SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i}"
 _TASK_HEAD_RE = re.compile(r"^TASK \d+\n")
 _PREAMBLE_START = _PREAMBLE.split("{n}", 1)[0]
@@ -92,7 +92,7 @@ def build_sequential(
         return None
     system_text = _PREAMBLE.format(n=len(members))
     if split.shared:
-        system_text += "\n\n" + _SHARED_HEAD + "\n" + "\n\n".join(split.shared)
+        system_text += "\n\n" + SHARED_HEAD + "\n" + "\n\n".join(split.shared)
     tasks = []
     for i, task in enumerate(split.tasks, 1):
         text = _TASK_HEAD.format(i=i) + "\n" + task
@@ -137,5 +137,5 @@ def parse_sequential_turn(messages: Sequence[BaseMessage]) -> SequentialTurn | N
     head = _TASK_HEAD_RE.match(last.content)
     if head is None:
         return None
-    _, _, shared = system.partition(_SHARED_HEAD + "\n")
+    _, _, shared = system.partition(SHARED_HEAD + "\n")
     return SequentialTurn(shared=shared.strip(), task=last.content[head.end() :])

@@ -56,17 +56,20 @@ from langgraph_capsules.prompts import SharedSplit, estimate_tokens, split_share
 __all__ = [
     "DEFAULT_SECTION_WORDS",
     "MARKER_TOKENS",
+    "SHARED_HEAD",
     "WORDS_PER_TOKEN",
     "MergedPrompt",
     "ParsedMergedPrompt",
     "build_merged_prompt",
     "hit_length_limit",
     "merged_max_tokens",
+    "new_nonce",
     "non_answer",
     "output_limit",
     "parse_merged_prompt",
     "reply_text",
     "split_reply",
+    "split_tasks",
 ]
 
 DEFAULT_SECTION_WORDS: int | None = None
@@ -87,7 +90,7 @@ _PREAMBLE = (
     "answer with its marker line, exactly as shown at the end, and write nothing "
     "before the first marker."
 )
-_SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
+SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i} {nonce}"
 _FORMAT_HEAD = "Reply in exactly this format, one section per task:"
 _MARKER = "### SECTION {i} {nonce}"
@@ -123,7 +126,8 @@ class MergedPrompt:
     """Estimated tokens of all members' calls sent separately."""
 
 
-def _new_nonce(texts: Sequence[str]) -> str:
+def new_nonce(texts: Sequence[str]) -> str:
+    """A random 6-hex-digit nonce that occurs in none of ``texts`` (in any case)."""
     while True:
         nonce = secrets.token_hex(3)
         if not any(nonce in t.lower() for t in texts):
@@ -157,14 +161,14 @@ def build_merged_prompt(
     if split is None:
         return None
     texts = [*split.full]
-    nonce = nonce or _new_nonce(texts)
+    nonce = nonce or new_nonce(texts)
     system = _PREAMBLE.format(n=len(members))
     limits = _limits(len(members), budgets, section_words)
     if limits:
         system += " " + limits
     parts: list[str] = []
     if split.shared:
-        parts.append(_SHARED_HEAD + "\n" + "\n\n".join(split.shared))
+        parts.append(SHARED_HEAD + "\n" + "\n\n".join(split.shared))
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     skeleton = "\n".join(
@@ -417,16 +421,23 @@ def parse_merged_prompt(messages: Sequence[BaseMessage]) -> ParsedMergedPrompt |
     m = _NONCE_IN_SKELETON.search(skeleton)
     if m is None:
         return None
-    task_head = _task_head_re(m.group(1))
+    shared, tasks = split_tasks(body, m.group(1))
+    return ParsedMergedPrompt(nonce=m.group(1), shared=shared, tasks=tasks)
+
+
+def split_tasks(body: str, nonce: str) -> tuple[str, tuple[str, ...]]:
+    """The shared context and each task's text of a merged prompt's body (everything
+    before its reply format), cut at the nonce-bearing task headers."""
+    task_head = _task_head_re(nonce)
     shared = ""
-    if body.startswith(_SHARED_HEAD):
+    if body.startswith(SHARED_HEAD):
         first_task = task_head.search(body)
         cut = first_task.start() if first_task else len(body)
-        shared = body[len(_SHARED_HEAD) : cut].strip()
+        shared = body[len(SHARED_HEAD) : cut].strip()
         body = body[cut:]
     heads = list(task_head.finditer(body))
     tasks = tuple(
         body[h.end() : heads[k + 1].start() if k + 1 < len(heads) else len(body)].strip()
         for k, h in enumerate(heads)
     )
-    return ParsedMergedPrompt(nonce=m.group(1), shared=shared, tasks=tasks)
+    return shared, tasks

@@ -26,8 +26,8 @@ under a header carrying a per-call nonce.
   means the numbering slipped: every part is rejected (``misnumbered``); other extra
   properties are ignored;
 * a property given twice is ``duplicate``; so are two parts that are equal, or share a
-  string of at least :data:`MIN_COPY_WORDS` words (one task's answer copied into
-  another's);
+  string of at least ``standard.MIN_COPY_WORDS`` words (one task's answer copied
+  into another's);
 * a part must validate against its member's schema (a pydantic class validates it
   exactly as the member's own parser would); one that does not is ``invalid_part``;
   a part that has text values, all of them empty or a stock non-answer, is ``empty``.
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,10 +53,10 @@ from langchain_core.utils.json_schema import dereference_refs
 from pydantic import BaseModel
 
 from langgraph_capsules.prompts import estimate_tokens, split_shared
+from langgraph_capsules.strategies.standard import SHARED_HEAD, new_nonce, split_tasks
 
 __all__ = [
     "MERGED_TOOL",
-    "MIN_COPY_WORDS",
     "STRUCTURE_KWARGS",
     "CallShape",
     "ParsedStructuredPrompt",
@@ -72,8 +71,6 @@ __all__ = [
 
 MERGED_TOOL = "capsule_tasks"
 """Name of the combined schema (``json_schema.name``, or the forced tool's name)."""
-MIN_COPY_WORDS = 8
-"""A string of at least this many words found in two members' parts rejects both."""
 STRUCTURE_KWARGS = frozenset(
     {
         "response_format",
@@ -97,7 +94,6 @@ _PREAMBLE = (
     "TASK 2, ... in that order, each a complete, full-depth answer in the JSON form its "
     "task asks for."
 )
-_SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i} {nonce}"
 _FORMAT_HEAD = "Reply with exactly one JSON object of this shape ({nonce}):"
 _SCHEMA_LINE = 'The value of "{prop}" must follow this JSON schema: {schema}'
@@ -321,13 +317,6 @@ class StructuredPrompt:
         return kwargs
 
 
-def _new_nonce(texts: Sequence[str]) -> str:
-    while True:
-        nonce = secrets.token_hex(3)
-        if not any(nonce in t.lower() for t in texts):
-            return nonce
-
-
 def _transport(specs: Sequence[PartSpec]) -> Transport:
     kinds = {s.transport for s in specs}
     if "json_schema" in kinds:
@@ -361,12 +350,12 @@ def build_structured_prompt(
         "required": list(props),
         "additionalProperties": False,
     }
-    nonce = nonce or _new_nonce(list(split.full))
+    nonce = nonce or new_nonce(list(split.full))
     names = ", ".join(f'"{property_name(i)}"' for i in range(1, len(members) + 1))
     system = _PREAMBLE.format(n=len(members), names=names)
     parts: list[str] = []
     if split.shared:
-        parts.append(_SHARED_HEAD + "\n" + "\n\n".join(split.shared))
+        parts.append(SHARED_HEAD + "\n" + "\n\n".join(split.shared))
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     shape = ", ".join(
@@ -426,16 +415,5 @@ def parse_structured_prompt(messages: Sequence[BaseMessage]) -> ParsedStructured
         return None
     nonce = found[-1].group(1)
     body = human[: found[-1].start()].rstrip()
-    head = re.compile(rf"^TASK \d{{1,6}} {re.escape(nonce)}$", re.M)
-    shared = ""
-    if body.startswith(_SHARED_HEAD):
-        first = head.search(body)
-        cut = first.start() if first else len(body)
-        shared = body[len(_SHARED_HEAD) : cut].strip()
-        body = body[cut:]
-    heads = list(head.finditer(body))
-    tasks = tuple(
-        body[h.end() : heads[k + 1].start() if k + 1 < len(heads) else len(body)].strip()
-        for k, h in enumerate(heads)
-    )
+    shared, tasks = split_tasks(body, nonce)
     return ParsedStructuredPrompt(nonce=nonce, shared=shared, tasks=tasks)

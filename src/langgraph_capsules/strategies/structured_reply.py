@@ -16,10 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from langgraph_capsules.strategies.standard import non_answer, reply_text
+from langgraph_capsules.strategies.standard import MIN_COPY_WORDS, non_answer, reply_text
 from langgraph_capsules.strategies.structured import (
     MERGED_TOOL,
-    MIN_COPY_WORDS,
     PartSpec,
     StructuredPrompt,
     property_name,
