@@ -30,6 +30,7 @@ from benchmarks.competitive_intelligence.pipeline import (  # noqa: E402
     extractor_key,
     split_arm_reply,
 )
+from benchmarks.competitive_intelligence.report import HEADERS  # noqa: E402
 from langgraph_capsules import cli  # noqa: E402
 
 DEV = company_ids(held_out=False)[:2]
@@ -285,7 +286,7 @@ def test_truncation_counted_and_shown_per_arm(
     # the non-TTY table is printed at the width it needs: every header whole, on one line
     printed = sink.getvalue()
     table = printed[printed.index("competitive-intelligence benchmark") :]
-    for header in runner._HEADERS:
+    for header in HEADERS:
         assert header in table, header
     row = next(ln for ln in table.splitlines() if ln.startswith("│ LG hand-merged"))
     assert "4/6" in row and "…" not in table

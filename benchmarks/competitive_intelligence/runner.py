@@ -19,8 +19,14 @@ Runs are interleaved (run 1: company 1: A B C D, company 2: A B C D, ...; then r
 so machine drift hits every arm alike. Every run is measured with
 :func:`langgraph_capsules.track_usage` (calls; input, cached and output tokens) and a
 wall clock, and scored by the gold-fact judge (``judge.py``). The runner writes
-``results.json`` (one record per arm, company and run), ``report.md`` with the
-side-by-side table, and two PNG plots.
+``results.json`` (one record per arm, company and run) after every run, then
+``report.md`` with the side-by-side table and the PNG plots (``report.py``). An ``--out``
+that already holds a study of the same model is extended: each company's new runs are
+numbered after its last, and the report is recomputed from every record.
+
+Default (``scripts/bench`` with no arguments): the 1.5B embedded model, one held-out
+company, four arms (LG 14-node, LG hand-merged, capsules compound, declared compound).
+``capsules bench study`` runs those plus declared fine over four companies x two runs.
 """
 
 from __future__ import annotations
@@ -29,25 +35,19 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import math
 import platform
-import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.outputs import LLMResult
-from langchain_core.tracers.context import register_configure_hook
 
 import langgraph_capsules as lc
 from benchmarks.competitive_intelligence.dataset import Company, load_companies, load_company
+from benchmarks.competitive_intelligence.finishes import track_finish_reasons
 from benchmarks.competitive_intelligence.judge import score_run
 from benchmarks.competitive_intelligence.pipeline import (
     ARM_GROUPS,
@@ -56,26 +56,24 @@ from benchmarks.competitive_intelligence.pipeline import (
     build_lg14,
     initial_state,
 )
+from benchmarks.competitive_intelligence.report import ARMS, BUCKETS, write_outputs
 
-__all__ = ["ARMS", "Arm", "add_cli", "build_arms", "main", "run_benchmark", "summarize"]
+__all__ = ["ARMS", "Arm", "add_cli", "build_arms", "main", "run_benchmark"]
 
-ARMS = {
-    "lg14": "LG 14-node",
-    "lg6": "LG hand-merged",
-    "capsules_fine": "capsules fine",
-    "capsules_compound": "capsules compound",
-    "auto": "capsules auto",
-    "declared_fine": "declared fine",
-    "declared_compound": "declared compound",
-}
-DEFAULT_ARMS = tuple(a for a in ARMS if a != "auto")
-"""Arms of a default run: the auto arm runs fine until its third run, so it is asked
-for explicitly with enough runs (``--runs 4 --arms lg14 auto``)."""
+DEFAULT_ARMS = ("lg14", "lg6", "capsules_compound", "declared_compound")
+"""Arms of a default run. ``--arms all`` adds capsules fine and declared fine; the auto
+arm runs fine until its third run, so it is asked for with enough runs
+(``--runs 4 --arms lg14 auto``)."""
+STUDY_ARMS = (*DEFAULT_ARMS, "declared_fine")
+"""Arms of ``capsules bench study``."""
 AUTO_POLICY = lc.ControllerPolicy.aggressive(quality_floor=0.75)
 """The auto arm's policy: three tool-free agents score 0.1875, above the aggressive
 preset's compose_at (0.18) and below balanced (0.23); 0.75 is the paper's floor."""
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
-BUCKETS = ("scoping", "competitive", "product", "financial", "risk", "briefer")
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+"""The model of quoted results: the 1.5B model holds a merged call's format, the 0.5B
+model (``--model qwen2.5-coder-0.5b``, what the tests use) does not."""
+DEFAULT_SLOTS = 2
+"""Server slots (requests decoded together) of the embedded model."""
 
 
 @dataclass
@@ -147,7 +145,7 @@ class Model:
 
 
 @contextlib.contextmanager
-def open_model(spec: str, *, progress: Any = None) -> Iterator[Model]:
+def open_model(spec: str, *, progress: Any = None, slots: int = DEFAULT_SLOTS) -> Iterator[Model]:
     """The chat model for ``--model``: ``scripted``, a local registry name or GGUF path,
     an OpenAI-compatible base URL, or ``openai:MODEL`` (uses ``OPENAI_*`` variables)."""
     if spec in ("scripted", "scripted-degraded"):
@@ -173,10 +171,11 @@ def open_model(spec: str, *, progress: Any = None) -> Iterator[Model]:
     local = lc.local
     if spec in local.MODELS:
         local.install(spec, progress=progress)
-    with local.server(spec, host_prompt_cache=False) as srv:
+    with local.server(spec, n_parallel=slots, host_prompt_cache=False) as srv:
         llm = srv.chat_model(max_tokens=512, temperature=0.0, extra_body=LOCAL_SAMPLING)
         label = (
-            f"{spec} (llama.cpp via xllamacpp, repeat_penalty {LOCAL_SAMPLING['repeat_penalty']})"
+            f"{spec} (llama.cpp via xllamacpp, {slots} slots, "
+            f"repeat_penalty {LOCAL_SAMPLING['repeat_penalty']})"
         )
         yield Model(llm, label, srv.erase_prefix_cache)
 
@@ -191,22 +190,60 @@ def run_benchmark(
     company_ids: Sequence[str] | None = None,
     judge: str | None = None,
     console: Any = None,
+    slots: int = DEFAULT_SLOTS,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the arms interleaved and write results.json, report.md and the plots."""
+    """Run the arms interleaved and write results.json (after every run), then report.md
+    and the plots. An ``out`` holding an earlier study of the same model is extended
+    (unless ``fresh``): its records are kept, each company's new runs are numbered after
+    its last, and the report covers every record. Returns this sitting's records."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True, width=max(Console(stderr=True).width, 120))
     chosen = [load_company(c) for c in company_ids] if company_ids else _choose_companies(companies)
-    out.mkdir(parents=True, exist_ok=True)
+    earlier, sittings = ([], []) if fresh else load_study(out, model)
+    if earlier:
+        console.log(
+            f"extending the study in {out}: {len(earlier)} earlier records (--fresh starts over)"
+        )
+    done_runs: dict[str, int] = {}  # per company: new runs are numbered after its last
+    for r in earlier:
+        done_runs[r["company"]] = max(done_runs.get(r["company"], 0), int(r["run"]))
     records: list[dict[str, Any]] = []
     started = time.time()
+    sitting = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "capsules " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
+        "slots": slots,
+        "records": 0,
+        "elapsed_s": 0.0,
+    }
+
+    def meta(label: str) -> dict[str, Any]:
+        every = [*earlier, *records]
+        sitting.update(records=len(records), elapsed_s=round(time.time() - started, 1))
+        return {
+            "model": label,
+            "model_spec": model,
+            "companies": list(dict.fromkeys(r["company"] for r in every)),
+            "held_out": list(dict.fromkeys(r["company"] for r in every if r["held_out"])),
+            "runs": max((int(r["run"]) for r in every), default=0),
+            "arms": [a for a in ARMS if any(r["arm"] == a for r in every)],
+            "date": sitting["date"],
+            "machine": f"{platform.machine()}, {_cores()} cores, "
+            f"Python {platform.python_version()}",
+            "elapsed_s": round(sum(s["elapsed_s"] for s in sittings) + sitting["elapsed_s"], 1),
+            "command": sitting["command"],
+            "auto_floor": AUTO_POLICY.quality_floor,
+            "sittings": [*sittings, dict(sitting)],
+        }
 
     def install_progress(stage: str, done: int, total: int) -> None:
         if done == 0 or done == total:
             console.log(f"local model: {stage} {done}/{total}")
 
-    with open_model(model, progress=install_progress) as opened:
+    with open_model(model, progress=install_progress, slots=slots) as opened:
         model_label = opened.label
         llm_judge = _open_judge(judge) if judge else None
         built = build_arms(opened.llm, arms, gate_judge=llm_judge)
@@ -219,8 +256,9 @@ def run_benchmark(
         )
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("benchmark", total=total)
-            for run in range(1, runs + 1):
+            for i in range(1, runs + 1):
                 for company in chosen:
+                    run = done_runs.get(company["id"], 0) + i
                     for arm in built:
                         bar.update(task, description=f"run {run} {company['id']} {arm.label}")
                         opened.reset()  # every arm run starts with a cold prefix cache
@@ -231,31 +269,49 @@ def run_benchmark(
                         records.append(rec)
                         bar.advance(task)
                         console.log(_one_line(rec))
-    meta = {
-        "model": model_label,
-        "model_spec": model,
-        "companies": [c["id"] for c in chosen],
-        "held_out": [c["id"] for c in chosen if c["held_out"]],
-        "runs": runs,
-        "arms": list(arms),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {_cores()} cores, Python {platform.python_version()}",
-        "elapsed_s": round(time.time() - started, 1),
-        "command": "capsules " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
-    }
-    summary = summarize(records, list(arms))
-    (out / "results.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "records": records}, indent=2)
-    )
-    report = render_report(meta, summary)
-    (out / "report.md").write_text(report)
-    plot(records, list(arms), out)
-    plot_auto(records, out)
-    print_table(console, _rich_table(summary))
-    if summary["auto_tiers"]:
-        console.print("\n".join(_auto_lines(summary["auto_tiers"])))
+                        write_outputs(out, meta(model_label), [*earlier, *records], final=False)
+    write_outputs(out, meta(model_label), [*earlier, *records], console=console)
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
     return records
+
+
+def load_study(out: Path, model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records and sittings of the study in ``out`` (none if there is none). A study
+    of another model is refused: its runs could not be compared with the new ones."""
+    path = out / "results.json"
+    if not path.is_file():
+        return [], []
+    try:
+        data = json.loads(path.read_text())
+        records, meta = list(data["records"]), dict(data["meta"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f"{path} is not a benchmark results file ({e!r}); point --out at a new "
+            "directory, or pass --fresh to overwrite it"
+        ) from e
+    if meta.get("model_spec") != model:
+        raise SystemExit(
+            f"{path} holds a study of --model {meta.get('model_spec')!r}, not {model!r}: "
+            "point --out at a new directory, or pass --fresh to overwrite it"
+        )
+    sittings = list(meta.get("sittings") or [])
+    if not sittings:  # a study written before sittings were recorded
+        sittings = [
+            {
+                "date": meta.get("date"),
+                "command": meta.get("command", ""),
+                "records": len(records),
+                "elapsed_s": meta.get("elapsed_s", 0.0),
+            }
+        ]
+    return records, sittings
+
+
+def rewrite_report(out: Path, console: Any = None) -> dict[str, Any] | None:
+    """Recompute the summary, report and plots of the study in ``out`` from its records
+    (after a stopped sitting, or a change to the report)."""
+    data = json.loads((out / "results.json").read_text())
+    return write_outputs(out, data["meta"], data["records"], console=console)
 
 
 def _one_line(rec: dict[str, Any]) -> str:
@@ -268,52 +324,6 @@ def _one_line(rec: dict[str, Any]) -> str:
     if rec["arm"] == "auto":
         line += "; tiers " + ", ".join(f"{g} {t}" for g, t in rec["group_tiers"].items())
     return line
-
-
-def auto_trajectory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The auto arm per company: each group's tier and gate reading run by run, and the
-    arm's input tokens per run (shadow and judge calls included)."""
-    out: dict[str, Any] = {}
-    for r in records:
-        if r["arm"] != "auto":
-            continue
-        row = out.setdefault(r["company"], {"runs": [], "input_tokens": [], "groups": {}})
-        row["runs"].append(r["run"])
-        row["input_tokens"].append(r["input_tokens"])
-        for g, tier in r["group_tiers"].items():
-            q = r["gate_quality"].get(g)
-            shadows = (r.get("shadow_quality") or {}).get(g) or {}
-            row["groups"].setdefault(g, []).append({"tier": tier, "quality": q, "shadows": shadows})
-    return out
-
-
-def _cell_text(cell: dict[str, Any]) -> str:
-    """``standard (0.82)``, or for a switch run each shadow tier with its reading."""
-    shadows = cell.get("shadows") or {}
-    if shadows:
-        parts = [f"shadow:{t} ({'-' if q is None else f'{q:.2f}'})" for t, q in shadows.items()]
-        return "fine+" + "+".join(parts)
-    q = cell["quality"]
-    return cell["tier"] + ("" if q is None else f" ({q:.2f})")
-
-
-def _auto_lines(traj: dict[str, Any]) -> list[str]:
-    lines = []
-    for company, row in traj.items():
-        runs = row["runs"]
-        lines += [
-            "",
-            f"Auto arm, {company}: tier per group over runs (gate quality in brackets)",
-            "",
-            "| group | " + " | ".join(f"run {n}" for n in runs) + " |",
-            "|---|" + "---|" * len(runs),
-        ]
-        for g, cells in row["groups"].items():
-            txt = [_cell_text(c) for c in cells]
-            lines.append(f"| {g} | " + " | ".join(txt) + " |")
-        tokens = " | ".join(f"{t:,}" for t in row["input_tokens"])
-        lines.append(f"| input tokens | {tokens} |")
-    return lines
 
 
 def _cores() -> int:
@@ -367,110 +377,6 @@ def _llm_judge(judge: lc.LLMJudge, company: Company, brief: str) -> dict[str, An
     }
 
 
-LENGTH_REASONS = frozenset({"length", "max_tokens", "max_output_tokens", "MAX_TOKENS"})
-"""Stop reasons that mean the reply hit its ``max_tokens`` (OpenAI, Anthropic, Gemini)."""
-
-
-class FinishReasons(BaseCallbackHandler):
-    """Each billed chat-model call's ``finish_reason``, read from the reply's
-    ``response_metadata`` (or the generation info), in completion order. Calls answered
-    from a merged call (``capsule_served``) are not model calls and are left out, so the
-    count matches :func:`lc.track_usage`'s ``calls``."""
-
-    run_inline = True
-    raise_error = False
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._open: dict[Any, dict[str, Any]] = {}
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: Any,
-        *,
-        run_id: Any,
-        metadata: dict[str, Any] | None = None,
-        invocation_params: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        md = metadata or {}
-        name = md.get("capsule_group") if md.get("capsule_merged") else None
-        name = name or md.get("capsule_member") or md.get("langgraph_node")
-        limit = (invocation_params or {}).get("max_tokens")
-        with self._lock:
-            self._open[run_id] = {"node": name, "max_tokens": limit}
-
-    def on_llm_end(self, response: LLMResult, *, run_id: Any, **kwargs: Any) -> None:
-        with self._lock:
-            call = self._open.pop(run_id, {"node": None, "max_tokens": None})
-        gen = (
-            response.generations[0][0] if response.generations and response.generations[0] else None
-        )
-        message = getattr(gen, "message", None)
-        rmeta = getattr(message, "response_metadata", None) or {}
-        if rmeta.get("capsule_served"):
-            return
-        info = getattr(gen, "generation_info", None) or {}
-        reason = rmeta.get("finish_reason") or rmeta.get("stop_reason")
-        reason = reason or info.get("finish_reason") or info.get("stop_reason")
-        usage = getattr(message, "usage_metadata", None) or {}
-        call.update(finish_reason=reason, output_tokens=usage.get("output_tokens"))
-        with self._lock:
-            self.calls.append(call)
-
-    def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
-        with self._lock:
-            self._open.pop(run_id, None)
-
-    def summary(self) -> dict[str, Any]:
-        """``finish_reasons`` (count per reason; ``unknown`` when the model gives none),
-        ``truncated_calls`` (ended at ``max_tokens``), ``finished_calls`` (all),
-        ``truncated`` (the node or group and budget of each cut call) and
-        ``call_finishes`` (every call: node or group, reason, output tokens, budget)."""
-        with self._lock:
-            calls = list(self.calls)
-        counts: dict[str, int] = {}
-        for c in calls:
-            key = str(c["finish_reason"] or "unknown")
-            counts[key] = counts.get(key, 0) + 1
-        cut = [c for c in calls if str(c["finish_reason"]) in LENGTH_REASONS]
-        return {
-            "call_finishes": [
-                {k: c[k] for k in ("node", "finish_reason", "output_tokens", "max_tokens")}
-                for c in calls
-            ],
-            "finish_reasons": counts,
-            "truncated_calls": len(cut),
-            "finished_calls": len(calls),
-            "truncated": [
-                {
-                    "node": c["node"],
-                    "max_tokens": c["max_tokens"],
-                    "output_tokens": c["output_tokens"],
-                }
-                for c in cut
-            ],
-        }
-
-
-_FINISH: ContextVar[FinishReasons | None] = ContextVar("ci_bench_finish_reasons", default=None)
-register_configure_hook(_FINISH, inheritable=True)
-
-
-@contextlib.contextmanager
-def track_finish_reasons() -> Iterator[FinishReasons]:
-    """Record the ``finish_reason`` of every chat-model call made inside the block (in
-    any graph or thread LangChain's callback context reaches, like :func:`lc.track_usage`)."""
-    handler = FinishReasons()
-    token = _FINISH.set(handler)
-    try:
-        yield handler
-    finally:
-        _FINISH.reset(token)
-
-
 def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str, Any]:
     error = None
     outputs: dict[str, Any] = {}
@@ -499,9 +405,11 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
     totals = usage.totals()
     overhead = usage.by_purpose()
     groups: dict[str, dict[str, int]] = {b: {"input": 0, "output": 0} for b in BUCKETS}
+    billed: list[list[int]] = []
     for rec in usage.calls:
         if rec["kind"] == "served":
             continue
+        billed.append([rec["input_tokens"], rec["cached_tokens"], rec["output_tokens"]])
         slot = groups.setdefault(_bucket(rec), {"input": 0, "output": 0})
         slot["input"] += rec["input_tokens"]
         slot["output"] += rec["output_tokens"]
@@ -524,6 +432,7 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
         if score is None
         else {k: v for k, v in score.items() if k != "quality"},
         "tokens_per_group": groups,
+        "call_tokens": billed,
         "fallback_members": fallbacks,
         "fallback_reasons": reasons,
         "group_tiers": tiers,
@@ -537,377 +446,88 @@ def _run_one(arm: Arm, company: Company, run: int, model_label: str) -> dict[str
     }
 
 
-def _median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs)) if xs else math.nan
-
-
-def _spread(xs: Sequence[float]) -> tuple[float, float]:
-    return (min(xs), max(xs)) if xs else (math.nan, math.nan)
-
-
-def summarize(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
-    """Per arm: medians with spread, ratios to both LangGraph arms, MDD and quality deltas."""
-    keys = ("input_tokens", "cached_tokens", "output_tokens", "calls", "wall_s", "quality")
-    per: dict[str, dict[str, Any]] = {}
-    for arm in arms:
-        rows = [r for r in records if r["arm"] == arm and r["error"] is None]
-        stats: dict[str, Any] = {
-            "runs_ok": len(rows),
-            "errors": sum(1 for r in records if r["arm"] == arm and r["error"]),
-        }
-        for k in keys:
-            vals = [float(r[k]) for r in rows if r[k] is not None]
-            stats[k] = {"median": _median(vals), "min": _spread(vals)[0], "max": _spread(vals)[1]}
-        llm = [float(r["llm_quality"]) for r in rows if r.get("llm_quality") is not None]
-        if llm:
-            stats["llm_quality"] = {"median": _median(llm), "min": min(llm), "max": max(llm)}
-        everyone = [r for r in records if r["arm"] == arm]
-        stats["truncated_calls"] = sum(int(r.get("truncated_calls") or 0) for r in everyone)
-        stats["finished_calls"] = sum(int(r.get("finished_calls") or 0) for r in everyone)
-        stats["truncation_rate"] = (
-            stats["truncated_calls"] / stats["finished_calls"]
-            if stats["finished_calls"]
-            else math.nan
-        )
-        inputs = stats["input_tokens"]["median"]
-        stats["cached_share"] = stats["cached_tokens"]["median"] / inputs if inputs else math.nan
-        per[arm] = stats
-    # MDD: 2.5 x pooled run-to-run standard deviation within (arm, company) cells. The
-    # auto arm is left out: its quality moves with its tier by design, which is not noise.
-    variances = []
-    for arm in (a for a in arms if a != "auto"):
-        for company in {r["company"] for r in records}:
-            q = [
-                r["quality"]
-                for r in records
-                if r["arm"] == arm and r["company"] == company and r["quality"] is not None
-            ]
-            if len(q) >= 2:
-                variances.append(statistics.variance(q))
-    mdd = 2.5 * math.sqrt(statistics.mean(variances)) if variances else None
-    for arm in arms:
-        for ref in ("lg14", "lg6"):
-            if ref not in per:
-                continue
-            for k in ("input_tokens", "output_tokens", "wall_s", "calls"):
-                base = per[ref][k]["median"]
-                per[arm][f"{k}_vs_{ref}"] = per[arm][k]["median"] / base if base else math.nan
-            per[arm][f"quality_delta_vs_{ref}"] = _paired_delta(records, arm, ref)
-    return {
-        "arms": per,
-        "mdd": mdd,
-        "mdd_basis": "2.5 x pooled run-to-run std within (arm, company), auto arm excluded",
-        "auto_tiers": auto_trajectory(records),
-    }
-
-
-def _paired_delta(records: Sequence[dict[str, Any]], arm: str, ref: str) -> float:
-    """Median over (company, run) pairs of quality(arm) - quality(ref)."""
-    by_key = {(r["company"], r["run"]): r["quality"] for r in records if r["arm"] == ref}
-    deltas = [
-        r["quality"] - by_key[(r["company"], r["run"])]
-        for r in records
-        if r["arm"] == arm
-        and r["quality"] is not None
-        and by_key.get((r["company"], r["run"])) is not None
-    ]
-    return _median(deltas)
-
-
-def _fmt(x: float, digits: int = 0) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:,.{digits}f}"
-
-
-def _with_range(stat: dict[str, float], digits: int) -> str:
-    lo, hi = _fmt(stat["min"], digits), _fmt(stat["max"], digits)
-    return f"{_fmt(stat['median'], digits)} ({lo}-{hi})"
-
-
-def _mdd_text(mdd: float | None) -> str:
-    return _fmt(mdd, 3) if mdd is not None else "n/a (needs --runs >= 2)"
-
-
-def _rows(summary: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for arm, s in summary["arms"].items():
-        q = s["quality"]
-        rows.append(
-            [
-                ARMS[arm],
-                _fmt(s["input_tokens"]["median"]),
-                _fmt(s["cached_tokens"]["median"]),
-                _fmt(s["output_tokens"]["median"]),
-                _fmt(s["calls"]["median"]),
-                _with_range(s["wall_s"], 1),
-                _with_range(q, 3),
-                _truncated(s),
-                _ratio(s, "input_tokens", "lg14") + " / " + _ratio(s, "input_tokens", "lg6"),
-                _ratio(s, "output_tokens", "lg14") + " / " + _ratio(s, "output_tokens", "lg6"),
-                _ratio(s, "wall_s", "lg14") + " / " + _ratio(s, "wall_s", "lg6"),
-                _delta(s, "lg14") + " / " + _delta(s, "lg6"),
-            ]
-        )
-    return rows
-
-
-_HEADERS = [
-    "arm",
-    "input tok",
-    "cached tok",
-    "output tok",
-    "calls",
-    "wall s (min-max)",
-    "quality (min-max)",
-    "truncated",
-    "input vs LG14 / LG6",
-    "output vs LG14 / LG6",
-    "wall vs LG14 / LG6",
-    "Δquality vs LG14 / LG6",
-]
-
-
-def _truncated(s: dict[str, Any]) -> str:
-    """Calls cut at ``max_tokens`` over all calls of the arm (every company and run)."""
-    return f"{s.get('truncated_calls', 0)}/{s.get('finished_calls', 0)}"
-
-
-def _ratio(s: dict[str, Any], key: str, ref: str) -> str:
-    v = s.get(f"{key}_vs_{ref}")
-    return "-" if v is None else f"{_fmt(v, 2)}x"
-
-
-def _delta(s: dict[str, Any], ref: str) -> str:
-    v = s.get(f"quality_delta_vs_{ref}")
-    if v is None:
-        return "-"
-    sign = "+" if v >= 0 else ""
-    return f"{sign}{_fmt(v, 3)}"
-
-
-def _rich_table(summary: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    mdd = summary["mdd"]
-    caption = f"medians over runs and companies; MDD = {_mdd_text(mdd)}"
-    table = Table(title="competitive-intelligence benchmark", caption=caption)
-    for h in _HEADERS:
-        table.add_column(h, justify="left" if h == "arm" else "right")
-    for row in _rows(summary):
-        table.add_row(*row)
-    return table
-
-
-def print_table(console: Any, table: Any) -> None:
-    """Print ``table`` whole: on a terminal at the terminal's width; elsewhere (a CI log,
-    a pipe, a file) at the width the table needs, so no column is squeezed or cut."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.console import Console
-
-    need = Console(width=10_000).measure(table).maximum
-    width = console.width
-    console.width = max(width, need)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
-
-
-def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The markdown report: what ran, the side-by-side table, and how to read it."""
-    mdd = summary["mdd"]
-    lines = [
-        "# Competitive-intelligence benchmark",
-        "",
-        f"- command: `{meta['command'] or 'capsules bench ci'}`",
-        f"- model: {meta['model']}",
-        f"- date: {meta['date']}; machine: {meta['machine']}; elapsed {meta['elapsed_s']} s",
-        f"- companies: {', '.join(meta['companies'])} "
-        f"(held out: {', '.join(meta['held_out']) or 'none'}); runs: {meta['runs']}",
-        "- judge: deterministic gold-fact recall (benchmarks/competitive_intelligence/judge.py); "
-        f"MDD = {_mdd_text(mdd)} "
-        f"({summary['mdd_basis']})",
-        "",
-        "| " + " | ".join(_HEADERS) + " |",
-        "|" + "---|" * len(_HEADERS),
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(summary)]
-    judged = {a: s["llm_quality"] for a, s in summary["arms"].items() if "llm_quality" in s}
-    if judged:
-        lines += [
-            "",
-            "LLM judge (`--judge`): the brief scored against a reference listing the facts a "
-            "good brief states; rubric of four dimensions, both orders averaged.",
-            "",
-            "| arm | LLM-judged quality (min-max) |",
-            "|---|---|",
-        ]
-        lines += [f"| {ARMS[a]} | {_with_range(q, 3)} |" for a, q in judged.items()]
-    if summary.get("auto_tiers"):
-        lines += _auto_lines(summary["auto_tiers"])
-        lines += [
-            "",
-            "The auto arm's totals include its shadow evaluation (the compound tier run "
-            "beside fine on the switch run) and the gate judge's calls. Policy: aggressive "
-            f"preset, quality_floor {AUTO_POLICY.quality_floor}.",
-        ]
-    lines += [
-        "",
-        'Truncated: calls that ended at their max_tokens (finish_reason "length") over '
-        "all calls of the arm, every company and run; a cut extractor loses the facts "
-        "after the cut.",
-        "",
-        "Token and call figures are medians over (company, run) cells; ratios are of medians. "
-        "Δquality is the median paired difference per (company, run); a |Δ| below the MDD "
-        "is indistinguishable from noise.",
-        "",
-        "![quality vs input tokens](quality_vs_input.png)",
-        "",
-        "![tokens per group](tokens_per_group.png)",
-    ]
-    if summary.get("auto_tiers"):
-        lines += ["", "![auto arm over runs](auto_tiers.png)"]
-    return "\n".join(lines) + "\n"
-
-
-def plot(records: Sequence[dict[str, Any]], arms: Sequence[str], out: Path) -> None:
-    """quality_vs_input.png (per arm) and tokens_per_group.png (input tokens per group)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in arms:
-        rows = [r for r in records if r["arm"] == arm and r["quality"] is not None]
-        ax.scatter(
-            [r["input_tokens"] for r in rows],
-            [r["quality"] for r in rows],
-            label=ARMS[arm],
-            alpha=0.8,
-        )
-    ax.set_xlabel("input tokens per run")
-    ax.set_ylabel("quality (gold-fact judge)")
-    ax.set_title("Quality against input tokens")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "quality_vs_input.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / max(len(arms), 1)
-    for i, arm in enumerate(arms):
-        rows = [r for r in records if r["arm"] == arm and r["error"] is None]
-        meds = [
-            _median([r["tokens_per_group"].get(b, {}).get("input", 0) for r in rows])
-            for b in BUCKETS
-        ]
-        ax.bar([j + i * width for j in range(len(BUCKETS))], meds, width, label=ARMS[arm])
-    ax.set_xticks([j + width * (len(arms) - 1) / 2 for j in range(len(BUCKETS))], BUCKETS)
-    ax.set_ylabel("median input tokens per run")
-    ax.set_title("Input tokens per group")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "tokens_per_group.png", dpi=120)
-    plt.close(fig)
-
-
-_TIER_LEVEL = {"fine": 0, "shadow": 1, "standard": 2, "two_phase": 3, "sequential": 4}
-
-
-def _tier_level(tier: str) -> int:
-    return _TIER_LEVEL["shadow"] if "+shadow" in tier else _TIER_LEVEL.get(tier, 0)
-
-
-def plot_auto(records: Sequence[dict[str, Any]], out: Path) -> None:
-    """auto_tiers.png: the auto arm's input tokens per run beside LG 14-node, and each
-    group's tier over the runs (first company)."""
-    traj = auto_trajectory(records)
-    if not traj:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    company, row = next(iter(traj.items()))
-    runs = row["runs"]
-    if not row["groups"]:  # every auto run failed: nothing to draw
-        return
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    top.plot(runs, row["input_tokens"], marker="o", label="capsules auto")
-    lg14 = [r["input_tokens"] for r in records if r["arm"] == "lg14" and r["company"] == company]
-    if lg14:
-        top.axhline(_median(lg14), linestyle="--", color="grey", label="LG 14-node (median)")
-    top.set_ylabel("input tokens per run")
-    top.set_title(f"Auto arm over runs ({company})")
-    top.legend()
-    groups = list(row["groups"])
-    grid = [[_tier_level(c["tier"]) for c in row["groups"][g]] for g in groups]
-    bottom.imshow(
-        grid,
-        aspect="auto",
-        cmap="viridis",
-        vmin=0,
-        vmax=4,
-        extent=(runs[0] - 0.5, runs[-1] + 0.5, len(groups) - 0.5, -0.5),
-    )
-    for y, g in enumerate(groups):
-        for x, c in zip(runs, row["groups"][g], strict=True):
-            label = "shadow" if "+shadow" in c["tier"] else c["tier"]
-            ink = "black" if _tier_level(c["tier"]) >= 3 else "white"  # light cells
-            bottom.text(x, y, label, ha="center", va="center", fontsize=7, color=ink)
-    bottom.set_yticks(range(len(groups)), groups)
-    bottom.set_xlabel("run")
-    bottom.set_xticks(runs)
-    fig.tight_layout()
-    fig.savefig(out / "auto_tiers.png", dpi=120)
-    plt.close(fig)
-
-
 def add_cli(sub: Any) -> None:
-    """Register ``ci`` under the ``bench`` command."""
-    ci = sub.add_parser("ci", help="the competitive-intelligence benchmark, all arms side by side")
-    ci.add_argument(
+    """Register ``ci`` and ``study`` under the ``bench`` command."""
+    ci = sub.add_parser("ci", help="the competitive-intelligence benchmark, arms side by side")
+    _add_options(ci, companies=1, runs=1, arms=DEFAULT_ARMS, out=Path("bench-out/ci"))
+    ci.set_defaults(func=main)
+    study = sub.add_parser(
+        "study",
+        help="the competitive-intelligence study: five arms, four companies x two runs",
+    )
+    _add_options(study, companies=4, runs=2, arms=STUDY_ARMS, out=Path("bench-out/study"))
+    study.set_defaults(func=main)
+
+
+def _add_options(parser: Any, *, companies: int, runs: int, arms: Sequence[str], out: Path) -> None:
+    parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="scripted | local model name | GGUF path | URL | openai:MODEL",
+        help="scripted | local model name | GGUF path | URL | openai:MODEL "
+        f"(default {DEFAULT_MODEL})",
     )
-    ci.add_argument(
-        "--companies", type=int, default=1, help="how many (held-out companies come first)"
+    parser.add_argument(
+        "--companies",
+        type=int,
+        default=companies,
+        help=f"how many, held-out companies first (default {companies})",
     )
-    ci.add_argument(
+    parser.add_argument(
         "--company", action="append", dest="company_ids", help="run this company id (repeatable)"
     )
-    ci.add_argument("--runs", type=int, default=1)
-    ci.add_argument(
+    parser.add_argument("--runs", type=int, default=runs, help=f"default {runs}")
+    parser.add_argument(
         "--arms",
         nargs="+",
-        default=list(DEFAULT_ARMS),
-        choices=list(ARMS),
-        help="default: every arm but auto, which needs --runs 4 or more to leave fine",
+        default=list(arms),
+        choices=[*ARMS, "all"],
+        help=f"default: {' '.join(arms)}; 'all': every arm but auto, which needs --runs 4 or "
+        "more to leave fine",
     )
-    ci.add_argument("--out", type=Path, default=Path("bench-out/ci"))
-    ci.add_argument(
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=out,
+        help=f"default {out}; an existing study of the same model is extended",
+    )
+    parser.add_argument("--fresh", action="store_true", help="overwrite the study in --out")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: recompute the report of the study in --out from its records",
+    )
+    parser.add_argument(
         "--judge",
         default=None,
         help="also score each brief with the LLM judge on this endpoint: openai:MODEL | URL",
     )
-    ci.set_defaults(func=main)
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=DEFAULT_SLOTS,
+        help=f"embedded model: server slots decoding requests together (default {DEFAULT_SLOTS})",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``capsules bench ci``."""
+    """Entry point of ``capsules bench ci`` and ``capsules bench study``."""
+    if args.report:
+        from rich.console import Console
+
+        if not (args.out / "results.json").is_file():
+            raise SystemExit(f"--report: no results.json in {args.out}")
+        rewrite_report(args.out, console=Console(stderr=True))
+        return 0
+    arms = [a for a in ARMS if a != "auto"] if "all" in args.arms else args.arms
     records = run_benchmark(
         model=args.model,
         companies=args.companies,
         runs=args.runs,
-        arms=args.arms,
+        arms=arms,
         out=args.out,
         company_ids=args.company_ids,
         judge=args.judge,
+        slots=args.slots,
+        fresh=args.fresh,
     )
     return 1 if all(r["error"] for r in records) else 0

@@ -4,7 +4,9 @@ Subcommands:
 
 * ``capsules demo``: a small LangGraph app run fine and compound on the scripted
   model, with the telemetry table (no network, a few seconds).
-* ``capsules bench ci``: the competitive-intelligence benchmark (from a checkout).
+* ``capsules bench ci``: the competitive-intelligence benchmark (from a checkout);
+  ``capsules bench study``: the same over several companies and runs;
+  ``capsules bench oracle``: the oracle ablation.
 * ``capsules local install|path|list``: the embedded local model (see
   :mod:`langgraph_capsules.local`).
 """
