@@ -430,6 +430,41 @@ def test_incremental_decisions_equal_the_full_replay(seed: int) -> None:
     assert checked >= 90
 
 
+@pytest.mark.parametrize("seed", range(6))
+async def test_async_updates_equal_the_full_replay(seed: int) -> None:
+    """``aupdate`` (what async runs use) decides as the full replay does, also when the
+    store's order shifts under it or a sync update moves the fold between its read and
+    its fold."""
+    rng = random.Random(100 + seed)
+    policy, kw = _random_setup(rng)
+    decider = IncrementalDecider(policy, **kw)
+    reads: list[int] = []
+    for history in _random_history(rng, 60, policy, kw):
+        view = list(history)
+        if rng.random() < 0.1 and len(view) > 3:  # the last append sorted in earlier
+            view[-2], view[-1] = view[-1], view[-2]
+
+        async def read(since: int, h: list[Observation] = view) -> list[Observation]:
+            reads.append(since)
+            if rng.random() < 0.15:  # another worker folds first, by the sync path
+                decider.update(lambda n: h[n:])
+            return h[since:]
+
+        assert await decider.aupdate(read)
+        assert decider.decide() == decide(view, policy, mode="auto", **kw), (seed, len(view))
+    assert 0 in reads[1:]  # some updates had to read the whole history again
+
+
+async def test_async_update_reports_an_unreadable_store() -> None:
+    decider = IncrementalDecider(ControllerPolicy(), n_agents=2)
+
+    async def broken(since: int) -> None:
+        return None
+
+    assert await decider.aupdate(broken) is False
+    assert decider.consumed == 0 and decider.decide().tier == "fine"
+
+
 def test_random_histories_exercise_switches_reverts_and_late_records() -> None:
     """The generator behind the equality test reaches what it must cover."""
     switched = reverted = shadowed = late = 0

@@ -209,9 +209,18 @@ def _add_router(
             out.extend([target] if isinstance(target, str) else target)
         return out
 
+    async def aroute(state: Any, config: RunnableConfig) -> list[str]:
+        # async runs read the controller store with its async interface: no blocking
+        out: list[str] = []
+        for rt in rts:
+            target = await rt.aroute_entry(state, config)
+            out.extend([target] if isinstance(target, str) else target)
+        return out
+
     ends = [x for rt in rts for x in (*rt.plan.members, rt.plan.capsule_node)]
     name = "capsule_route"
-    n.add_conditional_edges(pred, RunnableCallable(route, name=name, trace=False), ends)
+    router = RunnableCallable(route, aroute, name=name, trace=False)
+    n.add_conditional_edges(pred, router, ends)
     # the router reads no state: give it a (tiny) private schema to read
     n.branches[pred][name] = n.branches[pred][name]._replace(input_schema=entries[0][1])
 

@@ -174,12 +174,24 @@ class GroupRuntime:
         A locked mode gives its tier and no shadow; ``auto`` asks the controller over
         the group's observation history (a pure function of it, so every worker sharing
         the store decides alike)."""
+        locked = self._locked_plan(config)
+        return locked if locked is not None else self._auto_plan(self.decide())
+
+    async def arun_plan(self, config: RunnableConfig | None) -> RunPlan:
+        """Async twin of :meth:`run_plan`: reads the store with its async interface."""
+        locked = self._locked_plan(config)
+        return locked if locked is not None else self._auto_plan(await self.adecide())
+
+    def _locked_plan(self, config: RunnableConfig | None) -> RunPlan | None:
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         if mode == "two_phase" and "two_phase" in self.built_tiers:
             return RunPlan("two_phase")
         if mode != "auto" or self.store is None:
             return RunPlan(tier_for_mode(mode, self.plan.name))
-        d = self.decide()
+        return None
+
+    @staticmethod
+    def _auto_plan(d: Decision) -> RunPlan:
         return RunPlan(d.tier, d.shadow_tiers if d.shadow else (), d.audit, d.judge_paused)
 
     def decide(self) -> Decision:
@@ -190,6 +202,24 @@ class GroupRuntime:
         A store that cannot be read does not fail the run: the last known decision
         stands (fine when there is none), and the failure is counted in
         ``store_guard`` and in the group's next run record (``store_errors``)."""
+        decider = self._incremental()
+        store, guard = self.store, self.store_guard
+        ok = store is None or decider.update(
+            lambda since: guard.history(store, self.graph_id, self.plan.name, since=since)
+        )
+        return self._decided(decider, ok)
+
+    async def adecide(self) -> Decision:
+        """Async twin of :meth:`decide`: the store is read with ``ahistory`` (native
+        async I/O where the store has it), so an async run never blocks its loop."""
+        decider = self._incremental()
+        store, guard = self.store, self.store_guard
+        ok = store is None or await decider.aupdate(
+            lambda since: guard.ahistory(store, self.graph_id, self.plan.name, since=since)
+        )
+        return self._decided(decider, ok)
+
+    def _incremental(self) -> IncrementalDecider:
         key: tuple[Any, ...] = (self.policy, len(self.plan.members), self.has_tools)
         key += (self.built_tiers, self.judge_active)
         held = self._decider
@@ -202,11 +232,10 @@ class GroupRuntime:
                 judge_active=self.judge_active,
             )
             held = self._decider = (key, decider)
-        decider = held[1]
-        store, guard = self.store, self.store_guard
-        if store is not None and not decider.update(
-            lambda since: guard.history(store, self.graph_id, self.plan.name, since=since)
-        ):
+        return held[1]
+
+    def _decided(self, decider: IncrementalDecider, ok: bool) -> Decision:
+        if not ok:
             last = self._last_decision
             return fallback_decision(
                 None if last is None else last[1], "the controller store could not be read"
@@ -236,10 +265,22 @@ class GroupRuntime:
         state = cached[1].state if cached is not None else self.decide().state
         return guidance_hint(self.policy, state.fine_output_per_agent, state.fine_runs)
 
+    async def aguidance(self) -> str | None:
+        """Async twin of :meth:`guidance`."""
+        cached = self._last_decision
+        state = cached[1].state if cached is not None else (await self.adecide()).state
+        return guidance_hint(self.policy, state.fine_output_per_agent, state.fine_runs)
+
     def route_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
         """Router on each predecessor: members (fine) or the capsule node (compound or a
         shadow evaluation)."""
-        plan = self.run_plan(config)
+        return self._entry(self.run_plan(config))
+
+    async def aroute_entry(self, state: Any, config: RunnableConfig) -> list[str] | str:
+        """Async twin of :meth:`route_entry`."""
+        return self._entry(await self.arun_plan(config))
+
+    def _entry(self, plan: RunPlan) -> list[str] | str:
         if plan.tier == "fine" and not plan.shadows:
             return list(self.plan.members)
         return self.plan.capsule_node
@@ -272,8 +313,7 @@ class GroupRuntime:
 
         declared = member in self.member_metadata
 
-        def guided(config: RunnableConfig) -> RunnableConfig:
-            hint = self.guidance() if declared else None
+        def guided(config: RunnableConfig, hint: str | None) -> RunnableConfig:
             if hint is None:
                 return config
             return merge_configs(config, {"metadata": {GUIDANCE_KEY: hint}})
@@ -288,12 +328,15 @@ class GroupRuntime:
 
         def run(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = checked(runnable.invoke(input, with_handler(guided(config), tracker)))
+            hint = self.guidance() if declared else None
+            ret = checked(runnable.invoke(input, with_handler(guided(config, hint), tracker)))
             return [ret, report(input, ret, tracker)]
 
         async def arun(input: Any, config: RunnableConfig) -> Any:
             tracker = UsageTracker(track_runs=False)
-            ret = checked(await runnable.ainvoke(input, with_handler(guided(config), tracker)))
+            hint = await self.aguidance() if declared else None
+            cfg = with_handler(guided(config, hint), tracker)
+            ret = checked(await runnable.ainvoke(input, cfg))
             return [ret, report(input, ret, tracker)]
 
         return run, arun
@@ -369,7 +412,7 @@ class GroupRuntime:
 
     async def capsule_async(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         """The capsule node (async graphs)."""
-        plan = self.run_plan(config)
+        plan = await self.arun_plan(config)
         if plan.shadows:
             return await self._shadow_async(state, config, plan.shadows)
         if plan.tier == "fine":
@@ -493,21 +536,33 @@ class GroupRuntime:
         """The gate node: commit staged updates exactly once and record the run."""
         args = self._judge_args(state, config)
         judgement = run_judge(*args, config) if args is not None else None
-        return self._close(state, config, judgement)
+        observations = self._observations(state, config, judgement)
+        if self.store is not None and self._recorded(config):
+            # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
+            # A store failure never fails the run: retried, then dropped and counted.
+            for o in observations:
+                self.store_guard.append(self.store, o)
+        return self._close(state, observations, judgement)
 
     async def agate(self, state: Mapping[str, Any], config: RunnableConfig) -> Any:
-        """Async twin of :meth:`gate` (a judge runs in a worker thread)."""
+        """Async twin of :meth:`gate`: a judge runs in a worker thread and the store is
+        written with its async interface, so the event loop never blocks."""
         args = self._judge_args(state, config)
         judgement = await in_thread(run_judge, *args, config) if args is not None else None
-        return self._close(state, config, judgement)
+        observations = self._observations(state, config, judgement)
+        if self.store is not None and self._recorded(config):
+            for o in observations:
+                await self.store_guard.aappend(self.store, o)
+        return self._close(state, observations, judgement)
 
     def _recorded(self, config: RunnableConfig | None) -> bool:
         mode = resolve_mode(config, self.plan.name, self.default_mode)
         return mode in ("auto", "observe") or record_flag(config)
 
-    def _close(
+    def _observations(
         self, state: Mapping[str, Any], config: RunnableConfig, judgement: Judgement | None
-    ) -> Any:
+    ) -> list[Observation]:
+        """The run's observation, then one per shadow tier evaluated beside it."""
         private = state.get(self.plan.channel) or {}
         staging = private.get("staging") or {}
         usage: list[CallRecord] = [*staging.get("usage", []), *private.get("usage", [])]
@@ -524,11 +579,19 @@ class GroupRuntime:
             shadow_observation(self.plan, self.graph_id, obs, s)
             for s in staging.get("shadow_runs") or []
         ]
-        if self.store is not None and self._recorded(config):
-            # locked modes (fine, compound, a tier) bypass the controller: nothing recorded
-            # A store failure never fails the run: retried, then dropped and counted.
-            for o in (obs, *shadows):
-                self.store_guard.append(self.store, o)
+        return [obs, *shadows]
+
+    def _close(
+        self,
+        state: Mapping[str, Any],
+        observations: Sequence[Observation],
+        judgement: Judgement | None,
+    ) -> Any:
+        private = state.get(self.plan.channel) or {}
+        staging = private.get("staging") or {}
+        tier = staging.get("tier", "fine")
+        fallback = list(staging.get("route") or []) if tier != "fine" else []
+        obs, *shadows = observations
         self.record(
             run_record(
                 self.plan,

@@ -30,7 +30,7 @@ bypassed; ``compound`` means the cheapest built compound tier).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -297,6 +297,8 @@ def _check_mode(mode: str) -> None:
 Reader = Callable[[int], "Sequence[Observation] | None"]
 """``read(since)``: the history's records numbered ``since + 1`` onwards, oldest first
 (``None`` when they could not be read)."""
+AsyncReader = Callable[[int], "Awaitable[Sequence[Observation] | None]"]
+"""The async twin of :data:`Reader` (e.g. over a store's ``ahistory``)."""
 
 
 class IncrementalDecider:
@@ -387,6 +389,42 @@ class IncrementalDecider:
             if not fold.extend(new):
                 return self._rebuild(read)
             return True
+
+    async def aupdate(self, read: AsyncReader) -> bool:
+        """Async twin of :meth:`update`: the records are read with ``await read(since)``
+        outside the lock (an event loop never waits on it), then folded as
+        :meth:`update` folds them. When the fold moved in between and needs records
+        before the ones read, or must rebuild, the whole history is read once more.
+
+        Args:
+            read: ``await read(since)`` returns the records numbered ``since + 1``
+                onwards, or ``None`` when they cannot be read.
+
+        Returns:
+            As :meth:`update`.
+        """
+        since = max(self.consumed - 1, 0)
+        got = await read(since)
+        if got is None:
+            return False
+        fetched = list(got)
+        short = False
+
+        def local(n: int) -> Sequence[Observation] | None:
+            nonlocal short
+            if n >= since:
+                return fetched[n - since :]
+            short = True  # a rebuild or a fold that moved back: needs older records
+            return None
+
+        ok = self.update(local)
+        if not short:
+            return ok
+        whole = await read(0)
+        if whole is None:
+            return False
+        every = list(whole)
+        return self.update(lambda n: every[n:])
 
     def _rebuild(self, read: Reader) -> bool:
         # The old fold may be half-updated: drop it, so that a failed read here leaves

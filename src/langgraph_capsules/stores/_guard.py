@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,8 @@ class StoreGuard:
     backoff_s: Sequence[float] = APPEND_BACKOFF_S
     """Pauses between append attempts; ``len(backoff_s) + 1`` attempts in all."""
     sleep: Callable[[float], None] = time.sleep
+    asleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """The async runs' pause (they never block the event loop)."""
     failed_appends: int = 0
     """Appends dropped after every attempt failed (the records are lost)."""
     failed_reads: int = 0
@@ -142,18 +145,36 @@ class StoreGuard:
                 if pauses and _transient(exc):
                     self.sleep(pauses.pop(0))
                     continue
-                self._count("failed_appends")
-                logger.warning(
-                    "capsule group %r: dropped a %s observation (run %s) after the "
-                    "controller store failed: %s: %s. The run's outputs are unaffected; "
-                    "the controller decides without this record.",
-                    obs.get("group"),
-                    "shadow" if obs.get("shadow") else str(obs.get("tier")),
-                    obs.get("run_id"),
-                    type(exc).__name__,
-                    exc,
-                )
+                self._dropped(obs, exc)
                 return False
+
+    async def aappend(self, store: ControllerStore, obs: Observation) -> bool:
+        """Async twin of :meth:`append`: the store's ``aappend`` (native async I/O where
+        the store has it, else a worker thread) and non-blocking pauses."""
+        pauses = list(self.backoff_s)
+        while True:
+            try:
+                await store.aappend(obs)
+                return True
+            except Exception as exc:
+                if pauses and _transient(exc):
+                    await self.asleep(pauses.pop(0))
+                    continue
+                self._dropped(obs, exc)
+                return False
+
+    def _dropped(self, obs: Observation, exc: BaseException) -> None:
+        self._count("failed_appends")
+        logger.warning(
+            "capsule group %r: dropped a %s observation (run %s) after the "
+            "controller store failed: %s: %s. The run's outputs are unaffected; "
+            "the controller decides without this record.",
+            obs.get("group"),
+            "shadow" if obs.get("shadow") else str(obs.get("tier")),
+            obs.get("run_id"),
+            type(exc).__name__,
+            exc,
+        )
 
     def history(
         self, store: ControllerStore, graph: str, group: str, *, since: int = 0
@@ -163,12 +184,25 @@ class StoreGuard:
         try:
             return store.history(graph, group, since=since)
         except Exception as exc:
-            self._count("failed_reads")
-            logger.warning(
-                "capsule group %r: could not read the controller store (%s: %s); the "
-                "run uses the last known decision (fine when there is none).",
-                group,
-                type(exc).__name__,
-                exc,
-            )
+            self._read_failed(group, exc)
             return None
+
+    async def ahistory(
+        self, store: ControllerStore, graph: str, group: str, *, since: int = 0
+    ) -> list[Observation] | None:
+        """Async twin of :meth:`history`, over the store's ``ahistory``."""
+        try:
+            return await store.ahistory(graph, group, since=since)
+        except Exception as exc:
+            self._read_failed(group, exc)
+            return None
+
+    def _read_failed(self, group: str, exc: BaseException) -> None:
+        self._count("failed_reads")
+        logger.warning(
+            "capsule group %r: could not read the controller store (%s: %s); the "
+            "run uses the last known decision (fine when there is none).",
+            group,
+            type(exc).__name__,
+            exc,
+        )
