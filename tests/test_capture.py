@@ -208,3 +208,27 @@ def test_config_key_reads_per_call_options_but_not_budgets_or_shape() -> None:
     assert config_key(model, {"temperature": 0.2}) != config_key(model, {"temperature": 0.9})
     assert config_key(model, {"stop": ["\n\n"]}) != base
     assert config_key(ScriptedChatModel()) != config_key(ScriptedChatModel(answer_words=3))
+
+
+def test_a_static_group_is_split_to_fit_the_models_input_limit() -> None:
+    """Four extractors with prompts of ``size`` tokens: an input limit a little over
+    twice that fits two per merge, so the group makes two merged calls, not one."""
+    from langgraph_capsules.prompts import estimate_tokens
+
+    size = estimate_tokens(DOC) + estimate_tokens(
+        "List the entities stated in the source, one per line."
+    )
+    scripted = ScriptedChatModel(profile={"max_input_tokens": 2 * size + 10})
+    llm = lc.CapsuleChatModel(scripted)
+    b = _app(lambda _name: llm)
+    base = b.compile().invoke({"doc": DOC})
+    scripted.reset()
+    capsules = lc.capsulize(b, groups={"x": list(MEMBERS)})
+    for run in (
+        lambda app: app.invoke({"doc": DOC}, COMPOUND),
+        lambda app: asyncio.run(app.ainvoke({"doc": DOC}, COMPOUND)),
+    ):
+        scripted.reset()
+        assert run(capsules.compile()) == base
+        assert sorted(c.tasks for c in scripted.merged_calls) == [2, 2]
+        assert len(scripted.calls) == 2 and not capsules.history("x")[-1]["notes"]

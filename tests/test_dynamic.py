@@ -245,6 +245,37 @@ def test_compound_honours_a_smaller_max_batch() -> None:
     assert sorted(c.tasks for c in inner.merged_calls) == [2, 2, 3]
 
 
+@pytest.mark.parametrize("run_async", [False, True])
+def test_compound_batches_fit_the_models_input_limit(run_async: bool) -> None:
+    """With the model's profile giving ``max_input_tokens``, a batch holds only as many
+    instances as fit: each joke prompt is about 31 tokens, so 100 tokens fit three."""
+    inner, llm = _model(profile={"max_input_tokens": 100})
+    b = joke_app(llm)
+    original = b.compile().invoke({"topic": "owls", "n": 8})
+    inner.reset()
+    app = lc.capsulize(b).compile()
+    if run_async:
+        out = asyncio.run(app.ainvoke({"topic": "owls", "n": 8}, COMPOUND))
+    else:
+        out = app.invoke({"topic": "owls", "n": 8}, COMPOUND)
+    assert out == original
+    assert sorted(c.tasks for c in inner.merged_calls) == [2, 3, 3]
+    assert len(inner.calls) == 3
+
+
+def test_an_instance_too_long_to_merge_passes_through_and_says_why() -> None:
+    inner, llm = _model(profile={"max_input_tokens": 40})
+    b = joke_app(llm)
+    original = b.compile().invoke({"topic": "owls", "n": 4})
+    inner.reset()
+    capsules = lc.capsulize(b)
+    out = capsules.compile().invoke({"topic": "owls", "n": 4}, COMPOUND)
+    assert out == original and not inner.merged_calls and len(inner.calls) == 4
+    (run,) = capsules.history()
+    notes = " ".join(run["notes"])
+    assert "input limit (40 tokens" in notes and notes.count("not merged") == 4
+
+
 def test_compound_shares_the_instructions_once() -> None:
     inner, llm = _model()
     lc.capsulize(joke_app(llm)).compile().invoke({"topic": "owls", "n": 4}, COMPOUND)

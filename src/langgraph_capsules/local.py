@@ -482,8 +482,10 @@ class LocalServer:
                 override the defaults.
 
         Returns:
-            A client with ``stream_usage=True``.
+            A client with ``stream_usage=True`` whose profile gives one slot's context
+            as its ``max_input_tokens`` (so merged calls are sized to fit it).
         """
+        chat_kwargs.setdefault("profile", {"max_input_tokens": self.n_ctx // self.n_parallel})
         return _chat_openai(
             base_url=self.base_url,
             api_key=chat_kwargs.pop("api_key", "sk-local"),

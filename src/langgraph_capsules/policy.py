@@ -228,7 +228,9 @@ class ControllerPolicy:
     max_batch: int = 8
     """[ours] Dynamic fan-out groups (``Send`` map-reduce, a conditional edge to several
     nodes): at most this many instances are answered by one merged call; ``N`` instances
-    of one router call make ``ceil(N / max_batch)`` merged calls, run concurrently."""
+    of one router call make ``ceil(N / max_batch)`` merged calls, run concurrently. A
+    model whose profile gives ``max_input_tokens`` gets merges that fit it (a batch is
+    split further when its prompts and output budgets would not)."""
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:

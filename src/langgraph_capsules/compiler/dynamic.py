@@ -36,9 +36,11 @@ nodes run next: ``[Send("generate_joke", {"subject": s}) for s in subjects]``, o
   triggered by the rest). An error of that re-run is raised, as the node would have.
 
 A target can be batched when it only updates state and reaches its successors by plain
-edges (see ``compiler/dynamic_plan.py``). Limits: the batch size is bounded by
-``max_batch``, not by the model's context (a merged call that fails, e.g. on its
-length, re-runs its instances alone); a node's ``RetryPolicy``, ``CachePolicy`` and
+edges (see ``compiler/dynamic_plan.py``). A batch is split again in the capsule node
+when its calls would not fit the model's input limit (the chat model's profile
+``max_input_tokens``; each call counts its prompt plus its output budget), and a call
+that fits with no other passes through alone, with the reason in the run record.
+Limits: a node's ``RetryPolicy``, ``CachePolicy`` and
 ``Send`` timeout do not apply inside the capsule node; ``interrupt_before`` on a
 target does not stop a batch; ``stream_mode="updates"`` shows one
 ``capsule__<group>`` update per batch, not one per instance.

@@ -31,13 +31,16 @@ from langgraph.errors import GraphBubbleUp
 from langgraph_capsules._compat import TAG_NOSTREAM, RunnableCallable, node_runnable
 from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Parked, Slot
 from langgraph_capsules.compiler.judging import Judgement, input_digest, task_key, task_text
+from langgraph_capsules.prompts import estimate_tokens
 from langgraph_capsules.strategies.sequential import SequentialPlan, build_sequential
 from langgraph_capsules.strategies.standard import (
     build_merged_prompt,
+    context_limit,
     hit_length_limit,
     merged_max_tokens,
     non_answer,
     output_limit,
+    pack_within,
     reply_text,
     split_reply,
 )
@@ -237,7 +240,11 @@ class CapsuleRun:
         out: list[list[str]] = []
         for (key, shape), bucket in buckets.items():
             if len(bucket) >= 2:
-                out.append(bucket)
+                fits, alone = self._within_context(bucket)
+                out.extend(fits)
+                for m, why in alone.items():
+                    self.slots[m].answer.set_result(PASS_THROUGH)
+                    unmerged[m] = why
                 continue
             for m in bucket:
                 self.slots[m].answer.set_result(PASS_THROUGH)
@@ -251,6 +258,34 @@ class CapsuleRun:
             notes = self.merge_stats.setdefault("notes", [])
             notes.extend(f"{m}: not merged: {r}" for m, r in unmerged.items())
         return out
+
+    def _within_context(self, bucket: list[str]) -> tuple[list[list[str]], dict[str, str]]:
+        """``bucket`` split into consecutive merges that fit the model's input limit
+        (its profile's ``max_input_tokens``): each member counts its prompt's tokens plus
+        its output budget, shared content included, so a merge that fits the estimate
+        fits the model. A member left alone passes through, with the reason."""
+        parked = [self.slots[m].parked.result() for m in bucket]
+        model = parked[0].model
+        limit = context_limit(getattr(model, "inner", model))
+        if limit is None:
+            return [bucket], {}
+        budgets = _member_budgets(parked, model)
+        sizes = [
+            sum(estimate_tokens(str(msg.content)) for msg in p.messages) + (b or 0)
+            for p, b in zip(parked, budgets, strict=True)
+        ]
+        fits: list[list[str]] = []
+        alone: dict[str, str] = {}
+        for part in pack_within(sizes, limit):
+            if len(part) >= 2:
+                fits.append([bucket[i] for i in part])
+                continue
+            (i,) = part
+            alone[bucket[i]] = (
+                f"no room to merge it within the model's input limit ({limit} tokens; "
+                f"this call needs about {sizes[i]} with its output budget)"
+            )
+        return fits, alone
 
     def _prepare(self, bucket: list[str]) -> tuple[Any, Any, dict[str, Any]] | None:
         parked: list[Parked] = [self.slots[m].parked.result() for m in bucket]
@@ -332,10 +367,9 @@ class CapsuleRun:
                 for m in bucket:
                     self.slots[m].answer.set_result(PASS_THROUGH)
                 continue
-            self.merge_stats = {
-                "payload_tokens": plan.payload_tokens,
-                "coordination_tokens": plan.coordination_tokens,
-            }
+            # summed over the run's merges, beside the why-not-merged notes
+            for key in ("payload_tokens", "coordination_tokens"):
+                self.merge_stats[key] = self.merge_stats.get(key, 0) + getattr(plan, key)
             out.append((bucket, plan, parked[0].model))
         return out
 

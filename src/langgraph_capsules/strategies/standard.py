@@ -61,11 +61,13 @@ __all__ = [
     "MergedPrompt",
     "ParsedMergedPrompt",
     "build_merged_prompt",
+    "context_limit",
     "hit_length_limit",
     "merged_max_tokens",
     "new_nonce",
     "non_answer",
     "output_limit",
+    "pack_within",
     "parse_merged_prompt",
     "reply_text",
     "split_reply",
@@ -224,6 +226,29 @@ def output_limit(model: Any) -> int | None:
     profile = getattr(model, "profile", None) or {}
     limit = profile.get("max_output_tokens") if isinstance(profile, Mapping) else None
     return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def context_limit(model: Any) -> int | None:
+    """A chat model's input-token limit, from its langchain-core profile
+    (``profile={"max_input_tokens": N}``), else ``None`` (no limit known)."""
+    profile = getattr(model, "profile", None) or {}
+    limit = profile.get("max_input_tokens") if isinstance(profile, Mapping) else None
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def pack_within(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Consecutive groups of indices whose sizes sum to at most ``limit`` (greedy, in
+    order); an index whose size alone exceeds ``limit`` is a group of its own."""
+    out: list[list[int]] = []
+    room = 0
+    for i, size in enumerate(sizes):
+        if out and size <= room:
+            out[-1].append(i)
+            room -= size
+        else:
+            out.append([i])
+            room = limit - size
+    return out
 
 
 def _stats(split: SharedSplit, system: str, human: str) -> dict[str, int]:
