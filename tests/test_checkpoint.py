@@ -171,6 +171,36 @@ def test_interrupt_before_member_also_stops_the_merged_path() -> None:
     assert out["claims"] and len(scripted.merged_calls) == 1
 
 
+@pytest.mark.parametrize("mode", ["compound", "fine"])
+@pytest.mark.parametrize("run_async", [False, True])
+def test_run_time_interrupts_on_a_member_stop_every_path(mode: str, run_async: bool) -> None:
+    """``interrupt_before`` / ``interrupt_after`` passed to a run (as ``langgraph dev``
+    and the SDK pass them) behave as compile-time ones: before a member also stops
+    before the capsule node, after a member also after the gate; resuming finishes the
+    run with the original graph's output."""
+    scripted = ScriptedChatModel()
+    base = build_app(lc.CapsuleChatModel(scripted)).compile().invoke({"doc": DOC})
+    app = _capsules(scripted).compile(checkpointer=InMemorySaver())
+    caps = {"capsules": {"mode": mode}}
+    stops: list[tuple[str, ...]] = []
+    for n, kw in enumerate(({"interrupt_before": ["claims"]}, {"interrupt_after": ["claims"]})):
+        cfg: Any = {"configurable": {"thread_id": f"rt-{mode}-{run_async}-{n}", **caps}}
+        if run_async:
+            asyncio.run(app.ainvoke({"doc": DOC}, cfg, **kw))
+            stops.append(app.get_state(cfg).next)
+            out = asyncio.run(app.ainvoke(None, cfg))
+        else:
+            app.invoke({"doc": DOC}, cfg, **kw)
+            stops.append(app.get_state(cfg).next)
+            out = app.invoke(None, cfg)
+        assert out == base
+    before, after = stops
+    if mode == "compound":
+        assert before == ("capsule__arm",) and after == ("briefer",)
+    else:
+        assert "claims" in before and after == ("gate__arm",)  # right after the member
+
+
 def test_store_and_stream_modes_work() -> None:
     from langgraph.store.memory import InMemoryStore
 

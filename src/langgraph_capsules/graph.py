@@ -51,6 +51,9 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     """``capsulize(resume=...)``: ``check`` or ``allow``."""
     _capsule_members: Mapping[str, str] = {}
     """Per member of a static group, its group."""
+    _capsule_paths: Mapping[str, tuple[str, str]] = {}
+    """Per member of a static group, its group's capsule and gate nodes (where an
+    interrupt before / after the member also stops on the merged path)."""
 
     def _check_run(self, config: RunnableConfig | None) -> None:
         check_run_config(merge_configs(self.config, config), self._capsule_groups)
@@ -119,19 +122,35 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
         if saved is not None:
             self._refuse(cfg, saved)
 
+    def _interrupts(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Run-time ``interrupt_before`` / ``interrupt_after`` (what ``langgraph dev``
+        and the SDK pass) remapped as at compile time: before a member also means before
+        its group's capsule node, after a member also after its gate."""
+        for key, at in (("interrupt_before", 0), ("interrupt_after", 1)):
+            names = kwargs.get(key)
+            if names is None or names == "*" or isinstance(names, str):
+                continue
+            out = list(names)
+            for n in list(out):
+                path = self._capsule_paths.get(n)
+                if path is not None and path[at] not in out:
+                    out.append(path[at])
+            kwargs = {**kwargs, key: out}
+        return kwargs
+
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
         self._check_run(config)
         self._check_thread(config)
-        yield from super().stream(input, config, **kwargs)
+        yield from super().stream(input, config, **self._interrupts(kwargs))
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         self._check_run(config)
         await self._acheck_thread(config)
-        async for chunk in super().astream(input, config, **kwargs):
+        async for chunk in super().astream(input, config, **self._interrupts(kwargs)):
             yield chunk
 
 
@@ -258,7 +277,8 @@ class CapsuleGraph:
 
         Interrupts named on a group member also apply to the merged path: before a
         member means also before ``capsule__<group>``; after a member, after
-        ``gate__<group>``. Every checkpoint is stamped with the plan id. A thread
+        ``gate__<group>`` (here, and likewise when a run passes them to ``invoke``,
+        ``stream`` and their async twins, as ``langgraph dev`` does). Every checkpoint is stamped with the plan id. A thread
         written by the original graph or another plan is continued when nothing of that
         graph is in flight (finished, or paused before original nodes); one paused inside
         another plan's capsule run is refused (``CapsuleResumeError``, ``plan_mismatch``)
@@ -290,6 +310,9 @@ class CapsuleGraph:
         compiled._capsule_resume = self.resume  # type: ignore[attr-defined]
         compiled._capsule_members = {  # type: ignore[attr-defined]
             m: g.name for g in self.plan.groups for m in g.members
+        }
+        compiled._capsule_paths = {  # type: ignore[attr-defined]
+            m: (g.capsule_node, g.gate_node) for g in self.plan.groups for m in g.members
         }
         return compiled
 
