@@ -196,3 +196,38 @@ def _observation() -> Observation:
         "quality": None,
         "shadow": False,
     }
+
+
+def test_a_graph_factory_keeps_its_history_with_the_process_store() -> None:
+    """``langgraph dev`` may call a graph factory per run: with ``store="process"`` every
+    graph of the plan built in this process shares one history, so ``auto`` learns; with
+    the default per-object store each new graph starts from nothing and stays fine."""
+
+    def factory(store: Any) -> Any:
+        llm = lc.CapsuleChatModel(ScriptedChatModel())
+        return lc.capsulize(
+            build_app(llm, kinds=KINDS),
+            groups={"arm": list(KINDS)},
+            policy=lc.ControllerPolicy.aggressive(quality_floor=0.5),
+            judge=_overlap,
+            store=store,
+        )
+
+    shared_tiers, fresh_tiers = [], []
+    for i in range(7):
+        shared = factory("process")
+        shared.compile().invoke({"doc": _doc(300 + i)})
+        shared_tiers.append(shared.history("arm")[-1]["tier"])
+        fresh = factory(None)
+        fresh.compile().invoke({"doc": _doc(300 + i)})
+        fresh_tiers.append(fresh.history("arm")[-1]["tier"])
+    assert shared_tiers[-1] == "standard" and fresh_tiers == ["fine"] * 7
+    assert factory("process").runtimes["arm"].store is shared.runtimes["arm"].store
+
+
+def test_an_unknown_store_names_the_choices() -> None:
+    import pytest
+
+    with pytest.raises(lc.CapsuleConfigError, match='"process"') as err:
+        lc.capsulize(build_app(lc.CapsuleChatModel(ScriptedChatModel())), store="shared")
+    assert err.value.code == "bad_store"

@@ -30,6 +30,16 @@ from langgraph_capsules.types import GroupRunRecord, Observation
 
 __all__ = ["CapsuleCompiledStateGraph", "CapsuleGraph", "CapsuleReport", "capsulize"]
 
+_PROCESS_STORES: dict[str, InMemoryControllerStore] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def _process_store(plan_id: str) -> InMemoryControllerStore:
+    """The in-memory store this process keeps for ``plan_id`` (``store="process"``):
+    every capsule graph of that plan built in this process shares it."""
+    with _PROCESS_LOCK:
+        return _PROCESS_STORES.setdefault(plan_id, InMemoryControllerStore())
+
 PLAN_KEY = "capsule_plan"
 """Checkpoint metadata key holding the plan id of the graph that wrote a checkpoint."""
 
@@ -439,7 +449,7 @@ def capsulize(
     policy: ControllerPolicy | str | Mapping[str, Any] | None = None,
     group_policies: Mapping[str, ControllerPolicy | str] | None = None,
     judge: Any = None,
-    store: ControllerStore | None = None,
+    store: ControllerStore | str | None = None,
     resume: str = "check",
 ) -> CapsuleGraph:
     """Rewrite a LangGraph ``StateGraph`` so groups of agents can share one LLM call.
@@ -481,8 +491,11 @@ def capsulize(
             output of the same task (kept per task, in process). A judge failure is no
             score, never a crash.
         store: Where every group's observations go (append-only); default an
-            in-memory store. Share a :class:`SqliteControllerStore` between
-            processes so that they decide alike.
+            in-memory store of this graph object. ``"process"``: one in-memory store
+            per plan id in this process, shared by every graph of the plan built here
+            (a graph factory, as ``langgraph dev`` calls per run, keeps its history).
+            Share a :class:`SqliteControllerStore` (one machine) or a Postgres store
+            between processes so that they decide alike.
         resume: How the compiled graph treats a checkpointed thread written by the
             original graph or another plan. ``"check"`` (default): continue it when
             nothing of that graph is in flight (a finished thread, e.g. a chat's next
@@ -548,11 +561,13 @@ def capsulize(
             f"{list(plan.group_names)}",
             code="bad_policy",
         )
+    if store == "process":
+        store = _process_store(plan.plan_id)
     if store is not None and not isinstance(store, ControllerStore):
         raise CapsuleConfigError(
             f"store must be a ControllerStore (InMemoryControllerStore, "
-            f"SqliteControllerStore(path), BaseStoreControllerStore(store)); got "
-            f"{type(store).__name__}",
+            f"SqliteControllerStore(path), BaseStoreControllerStore(store)) or "
+            f'"process"; got {store!r}',
             code="bad_store",
         )
     return CapsuleGraph(
