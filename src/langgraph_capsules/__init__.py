@@ -37,6 +37,7 @@ from langgraph_capsules.stores import (
     BaseStoreControllerStore,
     ControllerStore,
     InMemoryControllerStore,
+    PostgresControllerStore,
     SqliteControllerStore,
 )
 from langgraph_capsules.telemetry import UsageReport, track_usage
@@ -70,6 +71,7 @@ __all__ = [
     "MddReport",
     "Mode",
     "OracleReport",
+    "PostgresControllerStore",
     "SchemaComplianceJudge",
     "ScoreBreakdown",
     "SqliteControllerStore",

@@ -54,7 +54,8 @@ code                        meaning
 ``bad_store_query``         an empty graph or group name, or a bad ``since``
 ``bad_store``               a controller store backend is unusable (corrupt, foreign or
                             newer-version file, bad path, namespace or store argument)
-``store_busy``              the SQLite store's write lock stayed taken past its timeout
+``store_busy``              the SQLite store's write lock, or the Postgres store's group
+                            lock, stayed taken past its timeout
 ``bad_input``               the oracle ablation got no inputs or bad counts
 ``bad_calibration``         calibrate() got no capsule graph, no groups, no inputs or bad
                             options

@@ -40,6 +40,7 @@ def _process_store(plan_id: str) -> InMemoryControllerStore:
     with _PROCESS_LOCK:
         return _PROCESS_STORES.setdefault(plan_id, InMemoryControllerStore())
 
+
 PLAN_KEY = "capsule_plan"
 """Checkpoint metadata key holding the plan id of the graph that wrote a checkpoint."""
 
@@ -288,11 +289,12 @@ class CapsuleGraph:
         Interrupts named on a group member also apply to the merged path: before a
         member means also before ``capsule__<group>``; after a member, after
         ``gate__<group>`` (here, and likewise when a run passes them to ``invoke``,
-        ``stream`` and their async twins, as ``langgraph dev`` does). Every checkpoint is stamped with the plan id. A thread
-        written by the original graph or another plan is continued when nothing of that
-        graph is in flight (finished, or paused before original nodes); one paused inside
-        another plan's capsule run is refused (``CapsuleResumeError``, ``plan_mismatch``)
-        unless ``capsulize(..., resume="allow")``.
+        ``stream`` and their async twins, as ``langgraph dev`` does). Every checkpoint
+        is stamped with the plan id. A thread written by the original graph or another
+        plan is continued when nothing of that graph is in flight (finished, or paused
+        before original nodes); one paused inside another plan's capsule run is refused
+        (``CapsuleResumeError``, ``plan_mismatch``) unless
+        ``capsulize(..., resume="allow")``.
         """
         ib = self._remap(interrupt_before, after=False)
         ia = self._remap(interrupt_after, after=True)
