@@ -643,12 +643,14 @@ def _chat_openai(
     temperature: float,
     chat_kwargs: dict[str, Any],
 ) -> ChatOpenAI:
-    from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
+
+    from langgraph_capsules.tool_text import ToolTextChatOpenAI
 
     # Always send a limit: without one the small models can run past 600 tokens.
     _check_positive("max_tokens", max_tokens, required=True)
-    return ChatOpenAI(
+    # The small models write tool calls as text: the client reads them into tool_calls.
+    return ToolTextChatOpenAI(
         base_url=base_url,
         api_key=SecretStr(api_key),
         model=model_name,
@@ -693,7 +695,9 @@ def serve(
             ``timeout``, ``max_retries``, ...).
 
     Yields:
-        A `ChatOpenAI` with ``max_tokens``, ``temperature`` and ``stream_usage=True``.
+        A `ChatOpenAI` with ``max_tokens``, ``temperature`` and ``stream_usage=True``:
+        a `langgraph_capsules.tool_text.ToolTextChatOpenAI`, which turns tool calls the
+        model writes as text into ``tool_calls`` when tools are bound.
 
     Raises:
         LocalModelError: xllamacpp is missing (names
