@@ -796,12 +796,12 @@ def _tool_loop(llm: Any, tools: list[Any], *, use_async: bool = False) -> Any:
     return b.compile()
 
 
-def _recording_tool(calls: list[dict[str, Any]]) -> Any:
+def _recording_tool(calls: list[dict[str, Any]], *, nudge: str = "") -> Any:
     @tool
     def get_revenue(company: str, year: int) -> str:
         """Return a company's reported revenue for one fiscal year."""
         calls.append({"company": company, "year": year})
-        return f"{company} reported revenue of NOK 482 million in {year}."
+        return f"{company} reported revenue of NOK 482 million in {year}.{nudge}"
 
     return get_revenue
 
@@ -844,14 +844,22 @@ def fast_server() -> Iterator[local.LocalServer]:
 
 @pytest.mark.local_model
 def test_live_tool_loop_on_the_embedded_model(fast_server: local.LocalServer) -> None:
+    """The 0.5B writes its call as text, the client reads it, ToolNode runs it, the loop ends.
+
+    Without a nudge in the tool result, both embedded models repeat their call after
+    the result (see the recordings); the client keeps such a repeat as text, so the
+    loop ends either way. With the nudge the 0.5B answers in a sentence.
+    """
     ran: list[dict[str, Any]] = []
-    graph = _tool_loop(fast_server.chat_model(max_tokens=96), [_recording_tool(ran)])
+    get_revenue = _recording_tool(ran, nudge=" Now answer the user in one sentence.")
+    graph = _tool_loop(fast_server.chat_model(max_tokens=96), [get_revenue])
     out = graph.invoke(
         {
             "messages": [
                 SystemMessage(
                     "You are a financial research assistant. Call get_revenue to look up "
-                    "revenue, then answer in one sentence."
+                    "revenue. When the tool result is in the conversation, do not call a "
+                    "tool again: answer the question in one sentence."
                 ),
                 HumanMessage("What was the revenue of Nordvik Sensors in 2024?"),
             ]
@@ -859,6 +867,21 @@ def test_live_tool_loop_on_the_embedded_model(fast_server: local.LocalServer) ->
         {"recursion_limit": 8},
     )
     msgs = out["messages"]
-    assert ran and ran[0]["year"] == 2024 and "nordvik" in ran[0]["company"].lower()
-    assert isinstance(msgs[-1], AIMessage) and not msgs[-1].tool_calls  # the loop ended
-    assert any(isinstance(m, ToolMessage) for m in msgs)
+    for m in msgs:
+        print(f"{type(m).__name__}: {m.content!r} {getattr(m, 'tool_calls', '')}")
+    assert ran == [{"company": "Nordvik Sensors", "year": 2024}]  # the tool ran, once
+    assert [type(m).__name__ for m in msgs[1:]] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
+    first, final = msgs[2], msgs[-1]
+    assert isinstance(first, AIMessage) and first.content == ""
+    print("raw first reply:", repr(first.response_metadata["tool_text"]["raw_content"]))
+    assert _pairs(first.tool_calls) == [NORDVIK_2024]
+    assert isinstance(final, AIMessage) and not final.tool_calls  # the loop ended
+    # an answer, or (on another build's numerics) the repeated call kept as text
+    text = str(final.content)
+    repeat = _pairs(parse_tool_calls(text, [get_revenue])[1]) == [NORDVIK_2024]
+    assert "482" in text or repeat, text
