@@ -301,6 +301,11 @@ def test_provider_cache_hints() -> None:
     assert cache_hints(openai, other)[1] != ka
     local = ChatOpenAI(model="m", api_key="x", base_url="http://127.0.0.1:8080/v1")  # type: ignore[arg-type]
     assert provider_of(local) == "other" and cache_hints(local, a) == (a, {})
+    # a subclass of ChatOpenAI (the embedded client) is still OpenAI's client
+    from langgraph_capsules.tool_text import ToolTextChatOpenAI
+
+    sub = ToolTextChatOpenAI(model="gpt-4o-mini", api_key="sk-test")  # type: ignore[arg-type]
+    assert provider_of(lc.CapsuleChatModel(sub)) == "openai"
 
     class ChatAnthropic(ScriptedChatModel):  # stands in for langchain_anthropic's class
         pass

@@ -37,7 +37,9 @@ _OPENAI_HOSTS = ("api.openai.com",)
 def provider_of(model: Any) -> str:
     """``openai``, ``anthropic`` or ``other`` for a chat model (the one a proxy wraps)."""
     inner = getattr(model, "inner", model)
-    name = type(inner).__name__
+    # the class or a base it extends (e.g. the embedded client's ChatOpenAI subclass)
+    names = {c.__name__ for c in type(inner).__mro__}
+    name = next((n for n in ("ChatOpenAI", "AzureChatOpenAI", "ChatAnthropic") if n in names), "")
     if name in ("ChatOpenAI", "AzureChatOpenAI"):
         base = str(getattr(inner, "openai_api_base", None) or "")
         if not base or any(h in base for h in _OPENAI_HOSTS):
