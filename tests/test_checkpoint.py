@@ -201,6 +201,25 @@ def test_run_time_interrupts_on_a_member_stop_every_path(mode: str, run_async: b
         assert "claims" in before and after == ("gate__arm",)  # right after the member
 
 
+def test_copies_keep_the_plan_settings() -> None:
+    """``with_config`` and ``copy`` (the LangGraph server copies every graph it serves)
+    keep group overrides, interrupt remapping and the thread check."""
+    scripted = ScriptedChatModel()
+    app = _capsules(scripted).compile(checkpointer=InMemorySaver())
+    served = app.copy(update={"checkpointer": InMemorySaver()}).with_config(tags=["served"])
+    assert type(served) is type(app)
+    for name in app._CAPSULE_ATTRS:
+        assert getattr(served, name) == getattr(app, name), name
+    out = served.invoke(
+        {"doc": DOC},
+        {"configurable": {"thread_id": "c", "capsules": {"groups": {"arm": "compound"}}}},
+    )
+    assert out["brief"] and len(scripted.merged_calls) == 1
+    cfg = {"configurable": {"thread_id": "c2", "capsules": {"mode": "compound"}}}
+    served.invoke({"doc": DOC}, cfg, interrupt_before=["claims"])
+    assert served.get_state(cfg).next == ("capsule__arm",)
+
+
 def test_store_and_stream_modes_work() -> None:
     from langgraph.store.memory import InMemoryStore
 

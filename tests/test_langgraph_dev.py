@@ -413,16 +413,6 @@ def test_interrupt_before_a_member_pauses_and_resumes_on_the_fine_path(
     _interrupt_and_resume(deployment, graph_id, "fine", expect="financials")
 
 
-_COPY_BUG = (
-    "langgraph dev runs graph.copy(update={checkpointer, store}); Pregel.copy rebuilds "
-    "the object through __init__, which drops CapsuleCompiledStateGraph's _capsule_* "
-    "instance attributes (langgraph_capsules/graph.py, CapsuleGraph.compile), so the "
-    "served graph has no _capsule_paths (run-time interrupts miss the merged path) and "
-    "no _capsule_groups (per-group overrides are refused)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_COPY_BUG)
 @pytest.mark.parametrize("graph_id", GRAPHS)
 def test_interrupt_before_a_member_pauses_and_resumes_on_the_merged_path(
     deployment: Deployment, graph_id: str
@@ -431,7 +421,6 @@ def test_interrupt_before_a_member_pauses_and_resumes_on_the_merged_path(
     _interrupt_and_resume(deployment, graph_id, "compound", expect="capsule__arm")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_COPY_BUG)
 @pytest.mark.parametrize("graph_id", GRAPHS)
 def test_per_group_mode_override(deployment: Deployment, graph_id: str) -> None:
     """``{"capsules": {"groups": {"arm": "compound"}}}`` is accepted and merges."""

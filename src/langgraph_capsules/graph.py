@@ -66,6 +66,26 @@ class CapsuleCompiledStateGraph(CompiledStateGraph):  # type: ignore[type-arg]
     """Per member of a static group, its group's capsule and gate nodes (where an
     interrupt before / after the member also stops on the merged path)."""
 
+    _CAPSULE_ATTRS = (
+        "_capsule_groups",
+        "_capsule_added",
+        "_capsule_resume",
+        "_capsule_members",
+        "_capsule_paths",
+    )
+
+    def copy(self, update: dict[str, Any] | None = None) -> CapsuleCompiledStateGraph:
+        """LangGraph's copy (``with_config``; the LangGraph server copies every graph it
+        serves to attach its checkpointer and store), keeping the plan's settings: the
+        base class rebuilds the object from its constructor arguments and would drop
+        them, silently turning off group overrides, interrupt remapping and the thread
+        check."""
+        out = super().copy(update)
+        for name in self._CAPSULE_ATTRS:
+            if name in self.__dict__:
+                setattr(out, name, self.__dict__[name])
+        return out
+
     def _check_run(self, config: RunnableConfig | None) -> None:
         check_run_config(merge_configs(self.config, config), self._capsule_groups)
 
