@@ -299,3 +299,38 @@ def test_return_hints_decide_before_the_code_scan() -> None:
     with pytest.raises(lc.CapsuleConfigError) as e:
         lc.capsulize(b, groups={"g": ["vouched", "cmd"]})
     assert e.value.code == "ineligible_node" and e.value.node == "cmd"
+
+
+def test_the_pass_reads_the_graph_and_its_agent_specs_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """capsulize() reads the topology and every declared agent's spec once; the plan,
+    the context rules and the rewrite use that one reading (and agree with it)."""
+    from benchmarks.due_diligence.pipeline import DD_GROUPS, build_due_diligence
+
+    import langgraph_capsules.graph as graph_mod
+    import langgraph_capsules.topology as topology_mod
+
+    topo_reads: list[object] = []
+    spec_reads: list[object] = []
+    read_topology = topology_mod.read_topology
+    agent_spec = topology_mod.agent_spec
+
+    def counting_topology(builder: Any) -> Any:
+        topo_reads.append(builder)
+        return read_topology(builder)
+
+    def counting_spec(node: Any) -> Any:
+        spec_reads.append(node)
+        return agent_spec(node)
+
+    monkeypatch.setattr(graph_mod, "read_topology", counting_topology)
+    monkeypatch.setattr(topology_mod, "agent_spec", counting_spec)
+    builder = build_due_diligence(ScriptedChatModel())
+    capsules = lc.capsulize(builder, groups={k: list(v) for k, v in DD_GROUPS.items()})
+    assert len(topo_reads) == 1
+    assert len(spec_reads) == len(builder.nodes)  # one look per node, at read time
+    # the one reading drives the plan: the tool-using research group offers two_phase
+    research = next(g for g in capsules.plan.groups if "financial_researcher" in g.members)
+    analysis = next(g for g in capsules.plan.groups if "risk_analyst" in g.members)
+    assert "two_phase" in research.tiers and "two_phase" not in analysis.tiers

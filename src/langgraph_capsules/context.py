@@ -14,12 +14,7 @@ its own, gives every agent all the keys it declares.
 
 from __future__ import annotations
 
-from typing import Any
-
-from langgraph.graph import StateGraph
-
-from langgraph_capsules._compat import node_runnable
-from langgraph_capsules.agents import HIDDEN_READS_KEY, AgentSpec, agent_spec
+from langgraph_capsules.agents import HIDDEN_READS_KEY, AgentSpec
 from langgraph_capsules.topology import Topology
 
 __all__ = ["HIDDEN_READS_KEY", "hidden_reads"]
@@ -37,7 +32,7 @@ def _ancestors(node: str, topo: Topology) -> set[str]:
     return seen
 
 
-def hidden_reads(builder: StateGraph[Any, Any, Any, Any], topo: Topology) -> dict[str, list[str]]:
+def hidden_reads(topo: Topology) -> dict[str, list[str]]:
     """Per declared agent in a linear chain, the declared reads to hide.
 
     Returns:
@@ -45,11 +40,7 @@ def hidden_reads(builder: StateGraph[Any, Any, Any, Any], topo: Topology) -> dic
         key it declares; agents with ``context="full"`` and agents outside linear
         chains are left out.
     """
-    specs: dict[str, AgentSpec] = {}
-    for n in topo.nodes:
-        spec = agent_spec(node_runnable(builder.nodes[n])) if n in builder.nodes else None
-        if spec is not None:
-            specs[n] = spec
+    specs: dict[str, AgentSpec] = topo.agents
     writer = {key: n for n, s in specs.items() for key in s.writes}
     out: dict[str, list[str]] = {}
     for node, spec in specs.items():

@@ -25,7 +25,7 @@ from langgraph_capsules.judges import Judge, as_judge
 from langgraph_capsules.policy import ControllerPolicy, coerce_group_policies, resolve_policy
 from langgraph_capsules.stores import ControllerStore, InMemoryControllerStore
 from langgraph_capsules.strategies.standard import DEFAULT_SECTION_WORDS
-from langgraph_capsules.topology import read_topology
+from langgraph_capsules.topology import Topology, read_topology
 from langgraph_capsules.types import GroupRunRecord, Observation
 
 __all__ = ["CapsuleCompiledStateGraph", "CapsuleGraph", "CapsuleReport", "capsulize"]
@@ -218,6 +218,7 @@ class CapsuleGraph:
         group_policies: Mapping[str, ControllerPolicy] | None = None,
         judge: Judge | None = None,
         resume: str = "check",
+        topology: Topology | None = None,
     ) -> None:
         self.plan = plan
         self.resume = resume
@@ -230,7 +231,7 @@ class CapsuleGraph:
         }
         self._history: deque[GroupRunRecord] = deque(maxlen=history_size)
         self._lock = threading.Lock()
-        topo = read_topology(source)
+        topo = read_topology(source) if topology is None else topology
         self.builder, self._runtimes = rewrite(
             source,
             topo,
@@ -603,4 +604,5 @@ def capsulize(
         judge=None if judge is None else as_judge(judge),
         store=store if store is not None else InMemoryControllerStore(),
         resume=resume,
+        topology=topo,
     )

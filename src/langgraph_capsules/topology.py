@@ -43,7 +43,8 @@ from langchain_core.runnables import RunnableBinding
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
-from langgraph_capsules._compat import END, START, node_functions
+from langgraph_capsules._compat import END, START, node_functions, node_runnable
+from langgraph_capsules.agents import AgentSpec, agent_spec
 from langgraph_capsules.model import CapsuleChatModel
 
 __all__ = ["CodeScan", "Topology", "Trigger", "read_topology", "returned_routing", "scan_code"]
@@ -358,6 +359,9 @@ class Topology:
     """Per source node, per conditional edge (its path's name), the nodes it may route
     to (``Send`` or name); ``None`` for an opaque edge (no ``path_map``, no ``Literal``
     hint). ``END`` is left out."""
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+    """Per node built with :func:`~langgraph_capsules.agent`, its declared spec (read once
+    here; the plan, the context rules and the rewrite use this)."""
 
     def descendants(self, nodes: Iterable[str]) -> set[str]:
         """Every node reachable from ``nodes`` through edges, joins and routes whose
@@ -426,8 +430,11 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
     uninferred: dict[str, str] = {}
     unwrapped: dict[str, tuple[str, ...]] = {}
     intrinsic: dict[str, str] = {}
+    agents: dict[str, AgentSpec] = {}
     for name in nodes:
         spec = builder.nodes[name]
+        if (declared := agent_spec(node_runnable(spec))) is not None:
+            agents[name] = declared
         fns = user_functions(spec)
         scan = scan_code(fns)
         if models := unwrapped_models(scan):
@@ -481,6 +488,7 @@ def read_topology(builder: StateGraph[Any, Any, Any, Any]) -> Topology:
         routes={n: None if t is None else frozenset(t) for n, t in routes.items()},
         intrinsic=intrinsic,
         branches=branch_targets,
+        agents=agents,
     )
 
 

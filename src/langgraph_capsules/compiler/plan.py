@@ -168,11 +168,8 @@ class CapsulePlan:
         return "\n".join(lines)
 
 
-def _tiers(builder: StateGraph[Any, Any, Any, Any], members: Sequence[str]) -> tuple[str, ...]:
-    from langgraph_capsules._compat import node_runnable
-    from langgraph_capsules.agents import agent_spec
-
-    specs = [agent_spec(node_runnable(builder.nodes[m])) for m in members]
+def _tiers(topo: Topology, members: Sequence[str]) -> tuple[str, ...]:
+    specs = [topo.agents.get(m) for m in members]
     if any(s is not None and s.tools for s in specs):
         return ("fine", "standard", "two_phase", "sequential")
     return ("fine", "standard", "sequential")
@@ -282,9 +279,7 @@ def make_plan(
                 )
             planned.append(group)
     planned = [
-        dataclasses.replace(
-            g, tiers=_tiers(builder, g.members), notes=_group_notes(g.members, topo)
-        )
+        dataclasses.replace(g, tiers=_tiers(topo, g.members), notes=_group_notes(g.members, topo))
         for g in planned
     ]
     planned.sort(key=lambda g: g.name)

@@ -30,8 +30,8 @@ from typing import Annotated, Any, TypedDict, get_type_hints
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 
-from langgraph_capsules._compat import END, RunnableCallable, clone_builder, node_runnable
-from langgraph_capsules.agents import HIDDEN_READS_KEY, SHARED_READS_KEY, agent_spec
+from langgraph_capsules._compat import END, RunnableCallable, clone_builder
+from langgraph_capsules.agents import HIDDEN_READS_KEY, SHARED_READS_KEY
 from langgraph_capsules.compiler.dynamic import wire_dynamic
 from langgraph_capsules.compiler.plan import CapsulePlan
 from langgraph_capsules.compiler.runtime import GroupRuntime, private_reducer
@@ -78,7 +78,7 @@ def rewrite(
     :func:`~langgraph_capsules.compiler.dynamic.wire_dynamic`; their policy is
     ``policies[name]``, else ``policy`` (the pipeline's), else the default."""
     n = clone_builder(source)
-    hidden = hidden_reads(source, topo)  # predecessor-only context in linear chains
+    hidden = hidden_reads(topo)  # predecessor-only context in linear chains
     for node, keys in hidden.items():
         n.nodes[node] = dataclasses.replace(
             n.nodes[node], metadata={**(n.nodes[node].metadata or {}), HIDDEN_READS_KEY: keys}
@@ -110,7 +110,7 @@ def rewrite(
             capsule_fields.update(_hints(specs[m].input_schema, input_keys[m]))
         capsule_fields[g.channel] = private_t
         capsule_schema = _typeddict(f"CapsuleInput_{g.name}", capsule_fields)
-        agents = {m: agent_spec(node_runnable(specs[m])) for m in g.members}
+        agents = {m: topo.agents.get(m) for m in g.members}
         declared = [a for a in agents.values() if a is not None]
         member_metadata: dict[str, dict[str, Any]] = {
             m: {HIDDEN_READS_KEY: hidden[m]} for m in g.members if m in hidden
