@@ -63,12 +63,14 @@ __all__ = [
     "build_merged_prompt",
     "context_limit",
     "hit_length_limit",
+    "marker_spans",
     "merged_max_tokens",
     "new_nonce",
     "non_answer",
     "output_limit",
     "pack_within",
     "parse_merged_prompt",
+    "prompt_stats",
     "reply_text",
     "split_reply",
     "split_tasks",
@@ -179,11 +181,15 @@ def build_merged_prompt(
     )
     parts.append(_FORMAT_HEAD + "\n" + skeleton)
     human = "\n\n".join(parts)
+    coordination = [system, skeleton, _FORMAT_HEAD]
+    coordination += [_TASK_HEAD.format(i=i, nonce=nonce) for i in range(1, len(split.tasks) + 1)]
+    if split.shared:
+        coordination.append(SHARED_HEAD)
     return MergedPrompt(
         messages=[SystemMessage(system), HumanMessage(human)],
         nonce=nonce,
         members=tuple(members),
-        **_stats(split, system, human),
+        **prompt_stats(split, coordination),
     )
 
 
@@ -251,20 +257,39 @@ def pack_within(sizes: Sequence[int], limit: int) -> list[list[int]]:
     return out
 
 
-def _stats(split: SharedSplit, system: str, human: str) -> dict[str, int]:
-    payload = sum(estimate_tokens(s) for s in split.shared) + sum(
-        estimate_tokens(t) for t in split.tasks
+def prompt_stats(split: SharedSplit, coordination: Sequence[str]) -> dict[str, int]:
+    """A merged prompt's token statistics, each distinct unit tokenised once.
+
+    ``coordination`` holds every part of the merged prompt that is not payload (system
+    text, headers, skeleton). The estimate counts words and punctuation marks, so the
+    count of texts joined by whitespace is the sum of their counts: the prompt's total
+    is the payload plus the coordination parts, and a member's whole call is the sum of
+    its paragraphs, each distinct paragraph (the shared document, mostly) counted once.
+    """
+    counts: dict[str, int] = {}
+
+    def tokens(text: str) -> int:
+        n = counts.get(text)
+        if n is None:
+            n = counts[text] = estimate_tokens(text)
+        return n
+
+    payload = sum(tokens(u) for u in split.shared) + sum(
+        tokens(p) for t in split.tasks for p in t.split("\n\n")
     )
-    total = estimate_tokens(system) + estimate_tokens(human)
+    naive = sum(tokens(p) for f in split.full for p in f.split("\n\n"))
+    coord = sum(estimate_tokens(c) for c in coordination)
     return {
         "payload_tokens": payload,
-        "coordination_tokens": max(total - payload, 0),
+        "coordination_tokens": coord,
         "floor_tokens": payload,
-        "naive_tokens": sum(estimate_tokens(f) for f in split.full),
+        "naive_tokens": naive,
     }
 
 
 _MARKER_CACHE: dict[str, re.Pattern[str]] = {}
+_MARKER_ANY: dict[int, re.Pattern[str]] = {}
+_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 def _marker_re(nonce: str) -> re.Pattern[str]:
@@ -286,6 +311,40 @@ def _marker_re(nonce: str) -> re.Pattern[str]:
     return pattern
 
 
+def _marker_any(length: int) -> re.Pattern[str]:
+    """:func:`_marker_re` with any alphanumeric nonce of ``length`` characters in its
+    place (group 2), so a random nonce per call needs no compilation of its own."""
+    pattern = _MARKER_ANY.get(length)
+    if pattern is None:
+        pattern = _MARKER_ANY[length] = re.compile(
+            r"^[ \t>*_#]*SECTION[ \t]+(\d{1,"
+            + str(MAX_SECTION_DIGITS)
+            + r"})[ \t:\-\[(*_]*([0-9a-z]{"
+            + str(length)
+            + r"})(?![0-9a-z])[ \t*_\])#:.\-]*(.*)$",
+            re.I | re.M,
+        )
+    return pattern
+
+
+def marker_spans(text: str, nonce: str) -> list[tuple[int, int, int]]:
+    """Each marker line of ``nonce`` in ``text``: (line start, body start, number).
+
+    An alphanumeric nonce (what :func:`new_nonce` draws) is matched by one pattern per
+    nonce length and compared after matching: the nonce sits between separators (or the
+    section number) and a non-alphanumeric character, so every line has at most one
+    candidate in that place, and the lines kept are exactly those :func:`_marker_re`
+    matches. Any other nonce is matched by its own pattern."""
+    low = nonce.lower()
+    if not low or not set(low) <= _ALNUM:
+        return [(m.start(), m.start(2), int(m.group(1))) for m in _marker_re(nonce).finditer(text)]
+    return [
+        (m.start(), m.start(3), int(m.group(1)))
+        for m in _marker_any(len(low)).finditer(text)
+        if m.group(2).lower() == low
+    ]
+
+
 _FENCE = re.compile(r"^```[\w-]*\n(.*?)\n?```$", re.S)
 
 
@@ -305,9 +364,7 @@ def split_reply(
         and a reason (``missing``, ``duplicate``, ``empty``, ``malformed``,
         ``misplaced``, ``truncated``) per member that has not (see the module docstring).
     """
-    marks = [
-        (m.start(), m.start(2), int(m.group(1))) for m in _marker_re(prompt.nonce).finditer(text)
-    ]
+    marks = marker_spans(text, prompt.nonce)
     n = len(prompt.members)
     verdicts: dict[int, list[tuple[str, str | None]]] = {}
     for k, (_start, body_start, num) in enumerate(marks):
@@ -430,9 +487,12 @@ class ParsedMergedPrompt:
 _NONCE_IN_SKELETON = re.compile(r"^### SECTION 1 ([0-9a-f]{6})$", re.M)
 
 
-def _task_head_re(nonce: str) -> re.Pattern[str]:
-    digits = r"\d{1," + str(MAX_SECTION_DIGITS) + "}"
-    return re.compile(rf"^TASK {digits} {re.escape(nonce)}$", re.M)
+_TASK_HEAD_ANY = re.compile(r"^TASK \d{1," + str(MAX_SECTION_DIGITS) + r"} (.+)$", re.M)
+
+
+def _task_heads(body: str, nonce: str) -> list[re.Match[str]]:
+    """The task header lines of ``nonce`` (``TASK <i> <nonce>``, the nonce exact)."""
+    return [m for m in _TASK_HEAD_ANY.finditer(body) if m.group(1) == nonce]
 
 
 def parse_merged_prompt(messages: Sequence[BaseMessage]) -> ParsedMergedPrompt | None:
@@ -453,14 +513,13 @@ def parse_merged_prompt(messages: Sequence[BaseMessage]) -> ParsedMergedPrompt |
 def split_tasks(body: str, nonce: str) -> tuple[str, tuple[str, ...]]:
     """The shared context and each task's text of a merged prompt's body (everything
     before its reply format), cut at the nonce-bearing task headers."""
-    task_head = _task_head_re(nonce)
     shared = ""
     if body.startswith(SHARED_HEAD):
-        first_task = task_head.search(body)
-        cut = first_task.start() if first_task else len(body)
+        found = _task_heads(body, nonce)
+        cut = found[0].start() if found else len(body)
         shared = body[len(SHARED_HEAD) : cut].strip()
         body = body[cut:]
-    heads = list(task_head.finditer(body))
+    heads = _task_heads(body, nonce)
     tasks = tuple(
         body[h.end() : heads[k + 1].start() if k + 1 < len(heads) else len(body)].strip()
         for k, h in enumerate(heads)

@@ -52,8 +52,13 @@ from langchain_core.utils.function_calling import convert_to_openai_function
 from langchain_core.utils.json_schema import dereference_refs
 from pydantic import BaseModel
 
-from langgraph_capsules.prompts import estimate_tokens, split_shared
-from langgraph_capsules.strategies.standard import SHARED_HEAD, new_nonce, split_tasks
+from langgraph_capsules.prompts import split_shared
+from langgraph_capsules.strategies.standard import (
+    SHARED_HEAD,
+    new_nonce,
+    prompt_stats,
+    split_tasks,
+)
 
 __all__ = [
     "MERGED_TOOL",
@@ -356,6 +361,7 @@ def build_structured_prompt(
     parts: list[str] = []
     if split.shared:
         parts.append(SHARED_HEAD + "\n" + "\n\n".join(split.shared))
+    heads = range(1, len(split.tasks) + 1)
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     shape = ", ".join(
@@ -370,10 +376,9 @@ def build_structured_prompt(
         )
     parts.append(tail)
     human = "\n\n".join(parts)
-    payload = sum(estimate_tokens(s) for s in split.shared) + sum(
-        estimate_tokens(t) for t in split.tasks
-    )
-    total = estimate_tokens(system) + estimate_tokens(human)
+    coordination = [system, tail, *(_TASK_HEAD.format(i=i, nonce=nonce) for i in heads)]
+    if split.shared:
+        coordination.append(SHARED_HEAD)
     return StructuredPrompt(
         messages=[SystemMessage(system), HumanMessage(human)],
         nonce=nonce,
@@ -382,10 +387,7 @@ def build_structured_prompt(
         transport=transport,
         strict=strict,
         combined=combined,
-        payload_tokens=payload,
-        coordination_tokens=max(total - payload, 0),
-        floor_tokens=payload,
-        naive_tokens=sum(estimate_tokens(f) for f in split.full),
+        **prompt_stats(split, coordination),
     )
 
 
