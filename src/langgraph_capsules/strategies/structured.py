@@ -379,6 +379,7 @@ def build_structured_prompt(
     coordination = [system, tail, *(_TASK_HEAD.format(i=i, nonce=nonce) for i in heads)]
     if split.shared:
         coordination.append(SHARED_HEAD)
+    stats = prompt_stats(split, coordination)
     return StructuredPrompt(
         messages=[SystemMessage(system), HumanMessage(human)],
         nonce=nonce,
@@ -387,7 +388,10 @@ def build_structured_prompt(
         transport=transport,
         strict=strict,
         combined=combined,
-        **prompt_stats(split, coordination),
+        payload_tokens=stats["payload_tokens"],
+        coordination_tokens=stats["coordination_tokens"],
+        floor_tokens=stats["floor_tokens"],
+        naive_tokens=stats["naive_tokens"],
     )
 
 
