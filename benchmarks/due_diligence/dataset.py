@@ -13,10 +13,11 @@ user input)::
     financials(company_id TEXT, year INTEGER, metric TEXT, value REAL)
         -- primary key (company_id, year, metric)
 
-The companies are the six development companies of the competitive-intelligence
-benchmark (``benchmarks/competitive_intelligence/data/companies``); the two held-out
-ones are left out because their text may not be read to keep the figures consistent
-(see ``data/README.md``). Every figure is fictional.
+Eight companies: the six development companies of the competitive-intelligence
+benchmark (``benchmarks/competitive_intelligence/data/companies``; that benchmark's two
+held-out companies are left out because their text may not be read to keep the figures
+consistent), plus two companies of this benchmark only, :data:`HELD_OUT`, kept out of
+every compilation and tuning step (see ``data/README.md``). Every figure is fictional.
 
 Formatting (:func:`format_value`, :func:`data_line`) is shared by the tools, the
 scripted model and the judge, so a number reads the same wherever it appears:
@@ -39,6 +40,7 @@ from pathlib import Path
 __all__ = [
     "CSV_PATH",
     "DATA_DIR",
+    "HELD_OUT",
     "METRICS",
     "YEARS",
     "CompanyInfo",
@@ -49,6 +51,7 @@ __all__ = [
     "connect",
     "data_line",
     "database_path",
+    "development_ids",
     "find_company",
     "format_value",
     "load_companies",
@@ -60,6 +63,9 @@ DATA_DIR: Path = Path(__file__).resolve().parent / "data"
 CSV_PATH: Path = DATA_DIR / "financials.csv"
 YEARS: tuple[int, ...] = (2022, 2023, 2024)
 """The financial years every company has a row for."""
+HELD_OUT: tuple[str, ...] = ("fjordane", "quorvia")
+"""Companies of this benchmark only, never used to compile a program (the DSPy arm's
+optimizer), tune a prompt or write the scripted model: the figures of record."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,15 @@ def load_companies() -> list[CompanyInfo]:
 
 
 def company_ids() -> list[str]:
-    """Sorted company ids (the same ids as the competitive-intelligence data)."""
+    """Sorted company ids (the development ones are the competitive-intelligence data's
+    ids)."""
     return [c.id for c in load_companies()]
+
+
+def development_ids() -> list[str]:
+    """Sorted ids of the companies that compilation and tuning may use (every company
+    but :data:`HELD_OUT`)."""
+    return [c for c in company_ids() if c not in HELD_OUT]
 
 
 def _key(text: str) -> str:
