@@ -57,7 +57,6 @@ from dataclasses import dataclass, field, is_dataclass
 from typing import Any, TypedDict, get_type_hints
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import merge_configs
 from langgraph.graph import StateGraph
 from langgraph.types import Command, Send
 from pydantic import BaseModel
@@ -70,7 +69,12 @@ from langgraph_capsules._compat import (
     node_runnable,
 )
 from langgraph_capsules.compiler.dynamic_plan import DynamicGroupPlan
-from langgraph_capsules.compiler.execution import CapsuleRun, Outcome
+from langgraph_capsules.compiler.execution import (
+    CapsuleRun,
+    Outcome,
+    derived_config,
+    tracked_callbacks,
+)
 from langgraph_capsules.compiler.modes import resolve_mode
 from langgraph_capsules.compiler.plan import CapsulePlan, GroupPlan
 from langgraph_capsules.compiler.records import observation, run_record
@@ -115,7 +119,7 @@ class InstanceRuntime(GroupRuntime):
         member: str,
         config: RunnableConfig,
         tier: Tier,
-        tracker: UsageTracker,
+        callbacks: Any,
         *,
         shadow: bool = False,
     ) -> RunnableConfig:
@@ -128,7 +132,7 @@ class InstanceRuntime(GroupRuntime):
             capsule_instance=member,
             capsule_tier=tier,
         )
-        return merge_configs(config, {"metadata": md, "callbacks": [tracker]})
+        return derived_config(config, metadata=md, callbacks=callbacks)
 
 
 @dataclass
@@ -264,13 +268,13 @@ class DynamicRuntime:
     def _rerun_sync(
         self, rt: InstanceRuntime, iid: str, config: RunnableConfig, tracker: UsageTracker
     ) -> Any:
-        cfg = rt._member_config(iid, config, "fine", tracker)
+        cfg = rt._member_config(iid, config, "fine", tracked_callbacks(config, tracker))
         return node_runnable(rt.specs[iid]).invoke(rt.inputs[iid], cfg)
 
     async def _rerun_async(
         self, rt: InstanceRuntime, iid: str, config: RunnableConfig, tracker: UsageTracker
     ) -> Any:
-        cfg = rt._member_config(iid, config, "fine", tracker)
+        cfg = rt._member_config(iid, config, "fine", tracked_callbacks(config, tracker))
         return await node_runnable(rt.specs[iid]).ainvoke(rt.inputs[iid], cfg)
 
     def _writes(

@@ -52,7 +52,9 @@ __all__ = [
     "CapsuleRun",
     "Outcome",
     "complete",
+    "derived_config",
     "in_thread",
+    "tracked_callbacks",
     "with_handler",
 ]
 
@@ -98,10 +100,14 @@ class CapsuleRun(MergePlanning):
         self.shadow = shadow
         self.members = list(rt.plan.members)
         self.tracker = UsageTracker()
+        # one copy of the node's callback manager, with the tracker, shared by every
+        # config of this run (a run configures its own manager from it, never mutates it)
+        self.callbacks = tracked_callbacks(config, self.tracker)
         self.slots = {m: Slot(rt.plan.name, m, tier) for m in self.members}
         self.inputs = {m: rt._member_input(m, state) for m in self.members}
         self.configs = {
-            m: rt._member_config(m, config, tier, self.tracker, shadow=shadow) for m in self.members
+            m: rt._member_config(m, config, tier, self.callbacks, shadow=shadow)
+            for m in self.members
         }
         self.problems: dict[str, str] = {}
         self.started = time.perf_counter()
@@ -213,14 +219,12 @@ class CapsuleRun(MergePlanning):
         }
         if self.shadow:
             md[SHADOW_KEY] = True
-        return merge_configs(
+        return derived_config(
             self.config,
-            {
-                "metadata": md,
-                "tags": ["capsule:sequential", TAG_NOSTREAM],
-                "callbacks": [self.tracker],
-                "run_name": f"{self.rt.plan.capsule_node}:{member}",
-            },
+            metadata=md,
+            callbacks=self.callbacks,
+            tags=("capsule:sequential", TAG_NOSTREAM),
+            run_name=f"{self.rt.plan.capsule_node}:{member}",
         )
 
     def _turn_kwargs(self, member: str) -> dict[str, Any]:
@@ -442,6 +446,45 @@ def _sync_only(runnable: Any) -> bool:
         return False
     afunc = runnable.afunc
     return afunc is None or getattr(afunc, "__wrapped__", None) is runnable.func
+
+
+def tracked_callbacks(config: RunnableConfig, handler: Any) -> Any:
+    """A node config's callbacks plus ``handler``, for configs derived from it.
+
+    What ``merge_configs(config, {"callbacks": [handler]})`` gives, made once: the
+    configs of one capsule run share it (each child run configures its own manager
+    from it and never mutates it), where a ``merge_configs`` per member and per merged
+    call copied the manager every time."""
+    callbacks = config.get("callbacks")
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    manager = callbacks.copy()
+    manager.add_handler(handler, inherit=True)
+    return manager
+
+
+def derived_config(
+    config: RunnableConfig,
+    *,
+    metadata: Mapping[str, Any],
+    callbacks: Any,
+    tags: Sequence[str] = (),
+    run_name: str | None = None,
+) -> RunnableConfig:
+    """``config`` with ``metadata`` merged over its own, ``tags`` added (sorted, as
+    ``merge_configs`` leaves them), these ``callbacks`` (see :func:`tracked_callbacks`)
+    and a run name: a shallow copy, where ``merge_configs`` copies every mapping and
+    the callback manager."""
+    out: dict[str, Any] = dict(config)
+    out["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    if tags:
+        out["tags"] = sorted({*(config.get("tags") or ()), *tags})
+    out["callbacks"] = callbacks
+    if run_name is not None:
+        out["run_name"] = run_name
+    return out  # type: ignore[return-value]
 
 
 def with_handler(config: RunnableConfig, handler: Any) -> RunnableConfig:

@@ -50,6 +50,7 @@ class MergePlanning:
     shadow: bool
     members: list[str]
     tracker: UsageTracker
+    callbacks: Any
     slots: dict[str, Slot]
     merge_stats: dict[str, Any]
 
@@ -186,7 +187,7 @@ class MergePlanning:
             prepared = self._prepare(bucket)
             if prepared is not None:
                 cfg = self.rt._merged_config(
-                    self.config, bucket, self.tier, self.tracker, shadow=self.shadow
+                    self.config, bucket, self.tier, self.callbacks, shadow=self.shadow
                 )
                 out.append((bucket, *prepared, cfg))
         return out

@@ -43,6 +43,7 @@ from langgraph_capsules.compiler.execution import (
     CapsuleRun,
     Outcome,
     complete,
+    derived_config,
     in_thread,
     with_handler,
 )
@@ -351,10 +352,12 @@ class GroupRuntime:
         member: str,
         config: RunnableConfig,
         tier: Tier,
-        tracker: UsageTracker,
+        callbacks: Any,
         *,
         shadow: bool = False,
     ) -> RunnableConfig:
+        """A member's config inside the capsule node; ``callbacks`` are the run's
+        (:func:`~langgraph_capsules.compiler.execution.tracked_callbacks`)."""
         md = dict(self.specs[member].metadata or {})
         md.update(self.member_metadata.get(member, {}))
         md.update(
@@ -366,18 +369,18 @@ class GroupRuntime:
         hint = self.guidance() if tier == "fine" and member in self.member_metadata else None
         if hint is not None:
             md[GUIDANCE_KEY] = hint
-        own: RunnableConfig = {"metadata": md, "callbacks": [tracker]}
+        tags: tuple[str, ...] = ()
         if shadow:
             md[SHADOW_KEY] = True
-            own["tags"] = [TAG_NOSTREAM]  # a shadow's tokens never reach the user's stream
-        return merge_configs(config, own)
+            tags = (TAG_NOSTREAM,)  # a shadow's tokens never reach the user's stream
+        return derived_config(config, metadata=md, callbacks=callbacks, tags=tags)
 
     def _merged_config(
         self,
         config: RunnableConfig,
         members: Sequence[str],
         tier: Tier,
-        tracker: UsageTracker,
+        callbacks: Any,
         *,
         shadow: bool = False,
     ) -> RunnableConfig:
@@ -388,14 +391,12 @@ class GroupRuntime:
         }
         if shadow:
             md[SHADOW_KEY] = True
-        return merge_configs(
+        return derived_config(
             config,
-            {
-                "metadata": md,
-                "tags": ["capsule:merged", TAG_NOSTREAM],
-                "callbacks": [tracker],
-                "run_name": f"{self.plan.capsule_node}:merged",
-            },
+            metadata=md,
+            callbacks=callbacks,
+            tags=("capsule:merged", TAG_NOSTREAM),
+            run_name=f"{self.plan.capsule_node}:merged",
         )
 
     def capsule_sync(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
