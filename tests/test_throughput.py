@@ -8,13 +8,18 @@ outputs must never mix.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import random
 import string
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langgraph_capsules._session import MergeAbort, await_future, until_either
 from langgraph_capsules.prompts import estimate_tokens, split_shared
 from langgraph_capsules.strategies.standard import (
     _marker_re,
@@ -151,3 +156,99 @@ def test_task_headers_are_cut_at_the_exact_nonce() -> None:
         "",
         ("one\nTASK 2 abc1234\nstill one\nTASK 2 ABC123\nstill", "two"),
     )
+
+
+# ------------------------------------------------ concurrent runs never mix outputs
+def _graphs(async_nodes: bool) -> tuple[Any, Any]:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    import langgraph_capsules as lc
+    from benchmarks.load import build_async
+    from benchmarks.overhead import KINDS, LENSES, build
+    from langgraph_capsules.testing import ScriptedChatModel
+
+    llm = lc.CapsuleChatModel(ScriptedChatModel(answer_words=6, cache_min_tokens=10**9))
+    builder = (build_async if async_nodes else build)(llm)
+    groups = {lens: [f"{lens}_{k}" for k in KINDS] for lens in LENSES}
+    return builder.compile(), lc.capsulize(builder, groups=groups).compile()
+
+
+_COMPOUND = {"configurable": {"capsules": {"mode": "compound"}}}
+
+
+def _inputs(i: int) -> dict[str, str]:
+    return {"overview": f"Company {i} makes sensor model {i * 17} in town {i % 7}. " * 3}
+
+
+def _same(out: dict[str, Any], ref: dict[str, Any]) -> bool:
+    return out["scope"] == ref["scope"] and sorted(out["outputs"]) == sorted(ref["outputs"])
+
+
+@pytest.mark.parametrize("async_nodes", [False, True], ids=["def-nodes", "async-nodes"])
+def test_concurrent_ainvoke_runs_keep_their_own_outputs(async_nodes: bool) -> None:
+    plain, app = _graphs(async_nodes)
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        n = 24
+        refs = await asyncio.gather(*(plain.ainvoke(_inputs(i)) for i in range(n)))
+        outs = await asyncio.gather(*(app.ainvoke(_inputs(i), _COMPOUND) for i in range(n)))
+        return list(refs), list(outs)
+
+    refs, outs = asyncio.run(main())
+    assert all(_same(o, r) for o, r in zip(outs, refs, strict=True))
+    assert len({r["scope"] for r in refs}) == len(refs)  # every run's answers differ
+
+
+def test_concurrent_invoke_runs_keep_their_own_outputs_and_reuse_pools() -> None:
+    from langgraph_capsules.compiler import execution
+
+    plain, app = _graphs(False)
+    n = 16
+    refs = [plain.invoke(_inputs(i)) for i in range(n)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        outs = list(pool.map(lambda i: app.invoke(_inputs(i), _COMPOUND), range(n)))
+    assert all(_same(o, r) for o, r in zip(outs, refs, strict=True))
+    idle = len(execution._IDLE_POOLS.get(3, []))
+    assert 1 <= idle <= execution.MAX_IDLE_POOLS
+    for i in range(n):  # one run at a time borrows one idle pool: none is created
+        assert _same(app.invoke(_inputs(i), _COMPOUND), refs[i])
+    assert len(execution._IDLE_POOLS.get(3, [])) == idle
+
+
+# -------------------------------------------------------- async parking primitives
+def test_await_future_from_the_loop_and_from_threads() -> None:
+    async def main() -> None:
+        # resolved on the loop's own thread
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, "here")
+        assert await await_future(fut) == "here"
+        # resolved from another thread, with an uncatchable abort
+        fut = concurrent.futures.Future()
+        threading.Timer(0.01, fut.set_exception, [MergeAbort("gone")]).start()
+        with pytest.raises(MergeAbort, match="gone"):
+            await await_future(fut)
+        # already done
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        done.set_result(3)
+        assert await await_future(done) == 3
+        # the awaiting task is cancelled: the future is cancelled, as wrap_future does
+        fut = concurrent.futures.Future()
+        task = asyncio.ensure_future(await_future(fut))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fut.cancelled()
+        # until_either: the task finishing first ends the wait; the future stays pending
+        fut = concurrent.futures.Future()
+        quick = asyncio.ensure_future(asyncio.sleep(0.01))
+        await asyncio.wait_for(until_either(fut, quick), 2)
+        assert quick.done() and not fut.done()
+        slow = asyncio.ensure_future(asyncio.sleep(5))
+        threading.Timer(0.01, fut.set_result, [1]).start()
+        await asyncio.wait_for(until_either(fut, slow), 2)
+        assert fut.done() and not slow.done()
+        slow.cancel()
+
+    asyncio.run(main())

@@ -10,6 +10,7 @@ one-shot: a member's later calls pass straight through to the real model.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from contextvars import ContextVar
@@ -18,7 +19,15 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["PASS_THROUGH", "SESSION", "MergeAbort", "Parked", "Slot"]
+__all__ = [
+    "PASS_THROUGH",
+    "SESSION",
+    "MergeAbort",
+    "Parked",
+    "Slot",
+    "await_future",
+    "until_either",
+]
 
 
 class _PassThrough:
@@ -94,3 +103,55 @@ class Slot:
 
 
 SESSION: ContextVar[Slot | None] = ContextVar("langgraph_capsules_session", default=None)
+
+
+def _waker(waiter: asyncio.Future[None]) -> Any:
+    """A done-callback that wakes ``waiter``: directly when it runs on the waiter loop's
+    thread (a future resolved by the capsule node on an async run), through the loop's
+    thread-safe queue from any other thread (a sync member in a worker thread)."""
+    loop = waiter.get_loop()
+    thread = threading.get_ident()
+
+    def wake(_: Any) -> None:
+        if threading.get_ident() == thread:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_set_once, waiter)
+
+    return wake
+
+
+def _set_once(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def await_future(fut: concurrent.futures.Future[Any]) -> Any:
+    """Await a session future from the event loop, as ``asyncio.wrap_future`` would
+    (its result, or its exception raised, cancelling it if the awaiting task is
+    cancelled), without a cross-thread wake-up when it is resolved on the loop's
+    own thread."""
+    if not fut.done():
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_waker(waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+    return fut.result()
+
+
+async def until_either(fut: concurrent.futures.Future[Any], task: asyncio.Future[Any]) -> None:
+    """Wait until ``fut`` or ``task`` is done (neither is cancelled on the way out)."""
+    if fut.done() or task.done():
+        return
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    wake = _waker(waiter)
+    fut.add_done_callback(wake)
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        task.remove_done_callback(wake)

@@ -26,7 +26,7 @@ from langchain_core.runnables import (
 from langchain_core.runnables.config import ensure_config, merge_configs
 from pydantic import BaseModel, SecretStr
 
-from langgraph_capsules._session import PASS_THROUGH, SESSION, Slot
+from langgraph_capsules._session import PASS_THROUGH, SESSION, Slot, await_future
 from langgraph_capsules.strategies.structured import STRUCTURE_KWARGS, call_shape
 from langgraph_capsules.strategies.structured_reply import Served
 
@@ -318,7 +318,7 @@ class CapsuleChatModel(BaseChatModel):
             and self._session_for(kwargs) is not None
             and slot.park(messages[0], {"stop": stop, **kwargs}, self)
         ):
-            answer = await asyncio.wrap_future(slot.answer)  # MergeAbort is raised here
+            answer = await await_future(slot.answer)  # MergeAbort is raised here
             token = _ANSWERED.set((slot, answer))
         try:
             return await super().agenerate(messages, stop, callbacks, **opts, **kwargs)
@@ -392,7 +392,7 @@ class CapsuleChatModel(BaseChatModel):
             )
         slot = SESSION.get()
         if slot is not None and slot.park(messages, self._park_kwargs(stop, kwargs), self):
-            answer = await asyncio.wrap_future(slot.answer)
+            answer = await await_future(slot.answer)
             if answer is not PASS_THROUGH:
                 return ChatResult(generations=[ChatGeneration(message=self._served(slot, answer))])
         return await self.inner._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import copy_context
@@ -29,7 +30,13 @@ from langchain_core.runnables.config import (
 from langgraph.errors import GraphBubbleUp
 
 from langgraph_capsules._compat import TAG_NOSTREAM, RunnableCallable, node_runnable
-from langgraph_capsules._session import PASS_THROUGH, SESSION, MergeAbort, Slot
+from langgraph_capsules._session import (
+    PASS_THROUGH,
+    SESSION,
+    MergeAbort,
+    Slot,
+    until_either,
+)
 from langgraph_capsules.compiler.judging import Judgement, input_digest, task_key, task_text
 from langgraph_capsules.compiler.merge_plan import MergePlanning
 from langgraph_capsules.strategies.standard import (
@@ -51,9 +58,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CapsuleRun",
     "Outcome",
+    "borrow_pool",
     "complete",
     "derived_config",
     "in_thread",
+    "return_pool",
     "tracked_callbacks",
     "with_handler",
 ]
@@ -156,9 +165,7 @@ class CapsuleRun(MergePlanning):
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
-            )
+            self._pool = borrow_pool(len(self.members))
         return self._pool
 
     def _context(self, member: str) -> Any:
@@ -170,9 +177,8 @@ class CapsuleRun(MergePlanning):
 
     def execute_sync(self) -> dict[str, Outcome]:
         """Run the members (and the merged call); each member's outcome."""
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(self.members), thread_name_prefix=self.rt.plan.capsule_node
-        )
+        pool = borrow_pool(len(self.members))
+        futures: dict[str, concurrent.futures.Future[Any]] = {}
         try:
             futures = {
                 m: pool.submit(self._context(m).run, self._member_sync, m) for m in self.members
@@ -188,7 +194,10 @@ class CapsuleRun(MergePlanning):
                 self._abort_unanswered("capsule node stopped before answering")
             concurrent.futures.wait(list(futures.values()))
         finally:
-            pool.shutdown(wait=True)
+            if len(futures) == len(self.members) and all(f.done() for f in futures.values()):
+                return_pool(pool)  # every member returned: its threads are idle
+            else:
+                pool.shutdown(wait=True)
         return self._settled({m: self._outcome_of_future(futures[m]) for m in self.members})
 
     async def execute_async(self) -> dict[str, Outcome]:
@@ -198,15 +207,15 @@ class CapsuleRun(MergePlanning):
             for m in self.members
         }
         for m in self.members:
-            parked = asyncio.wrap_future(self.slots[m].parked)
-            await asyncio.wait({parked, tasks[m]}, return_when=asyncio.FIRST_COMPLETED)
+            await until_either(self.slots[m].parked, tasks[m])
         try:
             await self._answer_async()
         finally:
             self._abort_unanswered("capsule node stopped before answering")
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            return_pool(self._pool)  # every member returned: its threads are idle
+            self._pool = None
         return self._settled({m: self._outcome(r) for m, r in zip(tasks, results, strict=True)})
 
     # --------------------------------------------------- the merged call(s)
@@ -438,6 +447,37 @@ class CapsuleRun(MergePlanning):
             for m, o in outcomes.items()
             if o.update is None
         }
+
+
+_IDLE_POOLS: dict[int, list[concurrent.futures.ThreadPoolExecutor]] = {}
+_IDLE_LOCK = threading.Lock()
+MAX_IDLE_POOLS = 32
+"""Idle pools kept per size; a pool returned beyond that is shut down."""
+
+
+def borrow_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A thread pool of ``size`` workers lent to one capsule run alone.
+
+    Each run gets as many threads as it has members, since a parked member blocks its
+    thread until the merged answer comes (a shared, smaller pool could deadlock); the
+    pool goes back to an idle list when every member has returned, so a process does
+    not create and join a pool per group per run."""
+    with _IDLE_LOCK:
+        idle = _IDLE_POOLS.get(size)
+        if idle:
+            return idle.pop()
+    return concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="capsules")
+
+
+def return_pool(pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Give back a pool from :func:`borrow_pool` whose every task has finished."""
+    size = pool._max_workers
+    with _IDLE_LOCK:
+        idle = _IDLE_POOLS.setdefault(size, [])
+        if len(idle) < MAX_IDLE_POOLS:
+            idle.append(pool)
+            return
+    pool.shutdown(wait=False)
 
 
 def _sync_only(runnable: Any) -> bool:
