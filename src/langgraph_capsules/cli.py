@@ -6,7 +6,8 @@ Subcommands:
   model, with the telemetry table (no network, a few seconds).
 * ``capsules bench ci``: the competitive-intelligence benchmark (from a checkout);
   ``capsules bench study``: the same over several companies and runs;
-  ``capsules bench oracle``: the oracle ablation.
+  ``capsules bench oracle``: the oracle ablation;
+  ``capsules bench dd``: the due-diligence pipeline against DSPy.
 * ``capsules local install|path|list``: the embedded local model (see
   :mod:`langgraph_capsules.local`).
 """
@@ -120,9 +121,11 @@ def _add_bench(sub: Any) -> None:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from benchmarks.competitive_intelligence import oracle, runner
+    from benchmarks.due_diligence import runner as dd_runner
 
     runner.add_cli(bench_sub)
     oracle.add_cli(bench_sub)
+    dd_runner.add_cli(bench_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
