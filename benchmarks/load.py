@@ -15,7 +15,8 @@ The model awaits ``--latency`` seconds and costs almost no CPU itself, so the fi
 measure LangGraph and this library. Arms are interleaved round by round (the order
 rotates each round) in one process, so machine drift hits every arm alike. Per arm: the
 median throughput (runs/s) over the rounds with its spread (min-max) and ratio to plain
-LangGraph, CPU (process time, collector on) per run and its ratio, and calls per run.
+LangGraph, CPU (process time, collector on) per run and its ratio, calls per run and
+the share of wall time spent in the garbage collector (``gc.callbacks``).
 Then the zero-latency measurement of ``benchmarks/overhead.py`` (sync ``invoke``, run
 by run) and the issue's goals, each marked met or NO.
 
@@ -148,14 +149,34 @@ class Arm:
     throughput: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     calls: list[float] = field(default_factory=list)
+    gc_share: list[float] = field(default_factory=list)
+
+
+class _GcClock:
+    """Wall time spent in the cyclic garbage collector (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+
+
+_GC = _GcClock()
 
 
 async def _round(arm: Arm, n: int) -> None:
     """N concurrent runs of one arm: throughput, CPU per run and calls per run."""
     before = arm.model.calls
+    g0 = _GC.total
     c0, t0 = time.process_time(), time.perf_counter()
     outs = await asyncio.gather(*(arm.graph.ainvoke(INPUTS, arm.config) for _ in range(n)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    arm.gc_share.append((_GC.total - g0) / wall)
     if any(not o.get("brief") or len(o.get("outputs", ())) != 12 for o in outs):
         raise AssertionError(f"{arm.name}: a run lost outputs")
     arm.throughput.append(n / wall)
@@ -212,12 +233,17 @@ def run_load(arms: list[Arm], n: int, rounds: int, warmup: int) -> None:
             arm.throughput.clear()
             arm.cpu.clear()
             arm.calls.clear()
+            arm.gc_share.clear()
         for r in range(rounds):
             gc.collect()
             for k in range(len(arms)):
                 await _round(arms[(r + k) % len(arms)], n)
 
-    asyncio.run(all_rounds())
+    gc.callbacks.append(_GC)
+    try:
+        asyncio.run(all_rounds())
+    finally:
+        gc.callbacks.remove(_GC)
 
 
 def load_table(arms: list[Arm], n: int, rounds: int, latency: float) -> Table:
@@ -228,7 +254,7 @@ def load_table(arms: list[Arm], n: int, rounds: int, latency: float) -> Table:
         title=f"{n} concurrent ainvoke runs x {rounds} interleaved rounds, "
         f"model awaits {latency * 1e3:.0f} ms: median (min-max)"
     )
-    for col in ("arm", "runs/s", "ratio", "CPU ms/run", "ratio", "calls/run"):
+    for col in ("arm", "runs/s", "ratio", "CPU ms/run", "ratio", "calls/run", "GC share"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for arm in arms:
         tp, cpu = statistics.median(arm.throughput), statistics.median(arm.cpu)
@@ -239,6 +265,7 @@ def load_table(arms: list[Arm], n: int, rounds: int, latency: float) -> Table:
             _spread(arm.cpu, 1e3, 2),
             f"{cpu / cpu0:.2f}x",
             f"{statistics.median(arm.calls):.1f}",
+            f"{statistics.median(arm.gc_share):.0%}",
         )
     return table
 

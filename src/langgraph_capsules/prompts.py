@@ -101,6 +101,14 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
 
     Returns None if some call cannot be rendered as text (tool results, images).
     """
+    normed: dict[str, str] = {}  # each distinct unit normalised once
+
+    def norm(text: str) -> str:
+        out = normed.get(text)
+        if out is None:
+            out = normed[text] = _norm(text)
+        return out
+
     rendered = [_render(c) for c in calls]
     if any(r is None for r in rendered):
         return None
@@ -110,14 +118,14 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
         return SharedSplit((), full, full)
 
     def common(units_per_call: list[list[str]]) -> set[str]:
-        sets = [{_norm(u) for u in units} for units in units_per_call]
+        sets = [{norm(u) for u in units} for units in units_per_call]
         out = set.intersection(*sets) if sets else set()
         return {u for u in out if len(u.split()) >= MIN_SHARED_WORDS}
 
     shared_paras = common(paras)
     # second pass: single lines inside the paragraphs that are not shared
     lines = [
-        [ln for p in ps if _norm(p) not in shared_paras for ln in p.splitlines() if ln.strip()]
+        [ln for p in ps if norm(p) not in shared_paras for ln in p.splitlines() if ln.strip()]
         for ps in paras
     ]
     shared_lines = common(lines) - shared_paras
@@ -125,14 +133,14 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
     shared: list[str] = []
     seen: set[str] = set()
     for p in paras[0]:
-        key = _norm(p)
+        key = norm(p)
         if key in shared_paras:
             if key not in seen:
                 shared.append(p)
                 seen.add(key)
             continue
         for ln in p.splitlines():
-            lk = _norm(ln)
+            lk = norm(ln)
             if lk in shared_lines and lk not in seen:
                 shared.append(ln.strip())
                 seen.add(lk)
@@ -141,10 +149,10 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
     for ps in paras:
         kept: list[str] = []
         for p in ps:
-            if _norm(p) in shared_paras:
+            if norm(p) in shared_paras:
                 continue
             if shared_lines:
-                keep_lines = [ln for ln in p.splitlines() if _norm(ln) not in shared_lines]
+                keep_lines = [ln for ln in p.splitlines() if norm(ln) not in shared_lines]
                 p = "\n".join(keep_lines).strip("\n")
             if p.strip():
                 kept.append(p)
