@@ -143,6 +143,9 @@ def columns(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+_COUNTS = ("input_tokens", "cached_tokens", "output_tokens", "total_tokens", "calls")
+
+
 def rows(summary: dict[str, Any]) -> list[list[str]]:
     """The main table's rows, one per arm."""
     out = []
@@ -151,11 +154,7 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
         out.append(
             [
                 ARMS[arm],
-                _fmt(s["input_tokens"]["median"]),
-                _fmt(s["cached_tokens"]["median"]),
-                _fmt(s["output_tokens"]["median"]),
-                _fmt(s["total_tokens"]["median"]),
-                _fmt(s["calls"]["median"]),
+                *(_fmt(s[k]["median"]) for k in _COUNTS),
                 _with_range(s["wall_s"], 1),
                 _with_range(s["quality"], 3),
                 _truncated(s),
@@ -311,18 +310,19 @@ def write_outputs(
     meta: dict[str, Any],
     records: Sequence[dict[str, Any]],
     *,
-    final: bool = True,
     console: Any = None,
+    final: bool = True,
 ) -> dict[str, Any] | None:
-    """Write ``results.json``; with ``final`` also the summary, ``report.md`` and the
-    plot, and print the table and goals to ``console``."""
+    """Write ``results.json`` (between runs: the records, as ``capsules bench ci`` does);
+    with ``final`` also the summary in it, ``report.md`` and the plot, and print the
+    table to ``console``."""
+    if not final:
+        return ci_report.write_outputs(out, meta, records, final=False)
+    summary = summarize(records)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(records) if final else None
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps({"meta": meta, "summary": summary, "records": records}, indent=2))
-    tmp.replace(out / "results.json")
-    if summary is None:
-        return None
+    saved = json.dumps({"meta": meta, "summary": summary, "records": list(records)}, indent=2)
+    (out / "results.json.tmp").write_text(saved)
+    (out / "results.json.tmp").replace(out / "results.json")
     (out / "report.md").write_text(render_report(meta, summary))
     plot(records, out)
     if console is not None:

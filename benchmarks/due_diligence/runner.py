@@ -46,6 +46,8 @@ from benchmarks.competitive_intelligence.runner import (
     AUTO_POLICY,
     DEFAULT_MODEL,
     DEFAULT_SLOTS,
+    _cores,
+    _one_line,
     load_study,
     open_model,
 )
@@ -365,23 +367,25 @@ def run_benchmark(
     ``report.md``, the table and the plot. An ``out`` holding a study of the same model
     is extended (unless ``fresh``). Returns this sitting's records."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress, TimeElapsedColumn
 
     console = console or Console(stderr=True, width=max(Console(stderr=True).width, 120))
     chosen = list(company_ids) if company_ids else choose_companies(companies)
-    earlier, sittings = ([], []) if fresh else load_study(out, model)
-    done_runs: dict[str, int] = {}
-    for r in earlier:
-        done_runs[r["company"]] = max(done_runs.get(r["company"], 0), int(r["run"]))
+    earlier, sittings = ([], []) if fresh else load_study(out, model)  # ci's study rules
+    last_run = {  # per company: new runs are numbered after its last
+        c: max(int(r["run"]) for r in earlier if r["company"] == c)
+        for c in {r["company"] for r in earlier}
+    }
     records: list[dict[str, Any]] = []
     started = time.time()
-    sitting = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "capsules " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
-        "slots": slots,
-        "records": 0,
-        "elapsed_s": 0.0,
-    }
+    argv = sys.argv[1:]
+    sitting = dict(
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command="capsules " + " ".join(argv) if argv[:1] == ["bench"] else "",
+        slots=slots,
+        records=0,
+        elapsed_s=0.0,
+    )
     with open_dd_model(model, slots=slots, console=console) as opened:
         built, compile_info = build_arms(
             opened,
@@ -412,17 +416,11 @@ def run_benchmark(
                 "sittings": [*sittings, dict(sitting)],
             }
 
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console) as bar:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("benchmark", total=runs * len(chosen) * len(built))
             for i in range(1, runs + 1):
                 for company in chosen:
-                    run = done_runs.get(company, 0) + i
+                    run = last_run.get(company, 0) + i
                     for arm in built:
                         bar.update(task, description=f"run {run} {company} {ARMS[arm.name]}")
                         opened.reset()  # every arm run starts with a cold prefix cache
@@ -434,21 +432,6 @@ def run_benchmark(
         write_outputs(out, meta(), [*earlier, *records], console=console)
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, a plot in {out}")
     return records
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def _one_line(rec: dict[str, Any]) -> str:
-    q = "error: " + str(rec["error"]) if rec["error"] else f"quality {rec['quality']:.3f}"
-    return (
-        f"run {rec['run']} {rec['company']} {rec['label']}: {rec['calls']} calls, "
-        f"{rec['input_tokens']} in ({rec['cached_tokens']} cached), {rec['output_tokens']} "
-        f"out, {rec['wall_s']:.1f} s, {q}"
-    )
 
 
 def add_cli(sub: Any) -> None:
@@ -530,17 +513,8 @@ def main(args: argparse.Namespace) -> int:
         if args.compile_companies:
             chosen["companies"] = tuple(args.compile_companies)
         budget = CompileBudget(**chosen)
+    same = ("model", "companies", "runs", "out", "company_ids", "slots", "fresh", "programs_dir")
     records = run_benchmark(
-        model=args.model,
-        companies=args.companies,
-        runs=args.runs,
-        arms=arms,
-        out=args.out,
-        company_ids=args.company_ids,
-        slots=args.slots,
-        fresh=args.fresh,
-        recompile=args.compile,
-        budget=budget,
-        programs_dir=args.programs_dir,
+        **{k: getattr(args, k) for k in same}, arms=arms, recompile=args.compile, budget=budget
     )
     return 1 if all(r["error"] for r in records) else 0
