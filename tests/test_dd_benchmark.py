@@ -1,0 +1,349 @@
+"""``capsules bench dd``: the due-diligence pipeline against DSPy, offline.
+
+The scripted dry run of every arm (through the ``capsules`` command), the hand-written
+LangGraph app, DSPy's token accounting (scripted replies and LiteLLM responses), the
+compile path (save, reload, the saved program used by the runner) and the rule that
+held-out companies never reach the compiler. No network and no model: DSPy's LMs are the
+scripted ``ScriptedDSPyLM`` or a ``RecordingLM`` whose LiteLLM call is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from langchain_core.messages import ToolMessage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import langgraph_capsules as lc  # noqa: E402
+from benchmarks.due_diligence import runner  # noqa: E402
+from benchmarks.due_diligence.dataset import HELD_OUT, development_ids  # noqa: E402
+from benchmarks.due_diligence.handwritten import (  # noqa: E402
+    AGENTS,
+    agent_specs,
+    build_handwritten,
+)
+from benchmarks.due_diligence.judge import score_run  # noqa: E402
+from benchmarks.due_diligence.pipeline import DD_GROUPS, initial_state  # noqa: E402
+from benchmarks.due_diligence.report import ARMS  # noqa: E402
+from benchmarks.due_diligence.scripted import scripted_due_diligence  # noqa: E402
+from langgraph_capsules.cli import main as capsules_main  # noqa: E402
+
+DSPY_CALLS_PER_RUN = 1 + 3 * (4 + 1) + 3 + 1
+"""Scoping; per researcher 4 ReAct steps (list_metrics, two queries, finish) and the
+extract call; three analysts; the writer."""
+
+
+@pytest.fixture(scope="module")
+def dspy_arm() -> ModuleType:
+    """The DSPy arm module (imports DSPy and LiteLLM once, for the tests that use them)."""
+    pytest.importorskip("dspy")
+    from benchmarks.due_diligence import dspy_arm as module
+
+    return module
+
+
+def _tiny_budget(dspy_arm: ModuleType, *companies: str) -> Any:
+    return dspy_arm.CompileBudget(max_bootstrapped_demos=1, companies=companies or ("corvanta",))
+
+
+# ------------------------------------------------------------------------ the dry run
+def test_scripted_dry_run_of_every_arm_writes_results_and_report(
+    tmp_path: Path, dspy_arm: ModuleType
+) -> None:
+    out, programs = tmp_path / "dd", tmp_path / "programs"
+    argv = ["bench", "dd", "--model", "scripted", "--out", str(out), "--runs", "2"]
+    argv += ["--arms", "all", "--programs-dir", str(programs)]
+    argv += ["--compile-demos", "1", "--compile-company", "corvanta"]
+    assert capsules_main(argv) == 0
+
+    data = json.loads((out / "results.json").read_text())
+    records = data["records"]
+    assert len(records) == 2 * 2 * len(ARMS)  # runs x held-out companies x arms
+    assert {r["arm"] for r in records} == set(ARMS)
+    assert {r["company"] for r in records} == set(HELD_OUT)
+    assert all(r["held_out"] and r["error"] is None for r in records)
+    columns = {
+        "arm", "label", "company", "held_out", "run", "model", "calls", "input_tokens",
+        "cached_tokens", "output_tokens", "call_tokens", "call_finishes", "finish_reasons",
+        "truncated_calls", "finished_calls", "wall_s", "quality", "quality_parts",
+        "tokens_per_group", "group_tiers", "error",
+    }  # fmt: skip
+    for r in records:
+        assert columns <= set(r), columns - set(r)
+        # the per-call records add up to the run's totals, for every arm alike
+        assert len(r["call_tokens"]) == r["calls"] == r["finished_calls"]
+        assert [sum(c[i] for c in r["call_tokens"]) for i in range(3)] == [
+            r["input_tokens"],
+            r["cached_tokens"],
+            r["output_tokens"],
+        ]
+        assert r["finish_reasons"] == {"stop": r["calls"]}
+
+    by_arm = {a: [r for r in records if r["arm"] == a] for a in ARMS}
+    # what the scripted model does: tools kept -> every figure; standard drops the tools
+    for arm in ("lg", "capsules_fine", "capsules_compound", "declared_fine", "dspy"):
+        assert all(r["quality"] == 1.0 for r in by_arm[arm]), arm
+    assert all(r["quality"] < 0.2 for r in by_arm["declared_compound"])
+    assert {r["calls"] for r in by_arm["lg"]} == {14}  # 1 + 3 x 3 tool-loop turns + 3 + 1
+    assert {r["calls"] for r in by_arm["dspy"]} == {DSPY_CALLS_PER_RUN}
+    assert {r["calls"] for r in by_arm["dspy_compiled"]} == {DSPY_CALLS_PER_RUN}
+    assert set(by_arm["dspy"][0]["tokens_per_group"]) == {
+        "scoping",
+        "research",
+        "analysis",
+        "writer",
+    }
+    # the compiled program's demos are in its prompts
+    for plain, compiled in zip(by_arm["dspy"], by_arm["dspy_compiled"], strict=True):
+        assert compiled["input_tokens"] > plain["input_tokens"]
+    assert {r["group_tiers"]["research"] for r in by_arm["capsules_compound"]} == {"standard"}
+
+    summary = data["summary"]
+    assert summary["references"] == ["dspy", "dspy_compiled", "lg"]
+    versus = summary["versus"]["dspy"]["capsules_fine"]
+    assert versus["total_ratio"] is not None and versus["total_ratio"] < 1.0
+    assert summary["mdd"] == 0.0  # the scripted model repeats itself exactly
+    assert any(g["goal"].startswith("declared compound vs DSPy") for g in summary["goals"])
+    assert data["meta"]["dspy_compile"]["budget"]["companies"] == ["corvanta"]
+
+    report = (out / "report.md").read_text()
+    header = next(ln for ln in report.splitlines() if ln.startswith("| arm | input tok |"))
+    assert header.startswith("| arm | input tok | cached tok | output tok | total tok | calls |")
+    assert "| openai gpt-4.1-mini $/run | anthropic claude-sonnet-4-6 $/run |" in header
+    assert "| total vs DSPy uncompiled / DSPy compiled / LG hand-written |" in header
+    for label in ARMS.values():
+        assert f"\n| {label} | " in report
+    assert "BootstrapFewShot: up to 1 bootstrapped demos per predictor" in report
+    assert "trainset corvanta" in report and "Goals (issue 13)" in report
+    assert (out / "quality_vs_tokens.png").stat().st_size > 0
+    assert (programs / "scripted.json").is_file()  # compiled once, saved for the next run
+
+
+# ------------------------------------------------------------------------ LangGraph arm
+def test_the_hand_written_app_has_one_node_per_agent_and_a_tool_loop() -> None:
+    llm = scripted_due_diligence()
+    builder = build_handwritten(llm)
+    assert set(builder.nodes) == set(AGENTS)
+    out = builder.compile().invoke(initial_state("quorvia"))
+    assert score_run("quorvia", out)["quality"] == 1.0
+    tool_results = {
+        str(m.content)
+        for c in llm.calls
+        for m in c.messages
+        if isinstance(m, ToolMessage)  # executed by ToolNode inside the researcher
+    }
+    assert "Quorvia Health GmbH cash 2023: CHF 61.4 million" in "\n".join(tool_results)
+    specs = agent_specs()
+    assert sum(1 for c in llm.calls if c.kwargs.get("tools")) == 3 * 3
+    assert str(llm.calls[0].messages[0].content) == specs["scoping"].instructions
+    # capsules fine over the same builder gives exactly the same outputs
+    capsules = lc.capsulize(build_handwritten(scripted_due_diligence()), groups=DD_GROUPS)
+    fine = capsules.compile().invoke(
+        initial_state("quorvia"), {"configurable": {"capsules": {"mode": "fine"}}}
+    )
+    assert fine == out
+
+
+# ------------------------------------------------------------------------ DSPy accounting
+def test_dspy_token_accounting_equals_the_scripted_replies_usage(dspy_arm: ModuleType) -> None:
+    lm = dspy_arm.ScriptedDSPyLM()
+    arm = runner._dspy_arm("dspy", lm, dspy_arm.DueDiligenceProgram())
+    rec = runner.run_one(arm, "fjordane", 1, "scripted")
+    replies = lm.chat.calls  # one scripted call per DSPy LM call
+    assert rec["error"] is None and rec["quality"] == 1.0
+    assert rec["calls"] == len(replies) == DSPY_CALLS_PER_RUN
+    assert rec["input_tokens"] == sum(c.usage["input_tokens"] for c in replies)
+    assert rec["output_tokens"] == sum(c.usage["output_tokens"] for c in replies)
+    cached = sum(c.usage["input_token_details"]["cache_read"] for c in replies)
+    assert rec["cached_tokens"] == cached > 0
+    usage = [c.usage for c in replies]
+    assert rec["call_tokens"] == [
+        [u["input_tokens"], u["input_token_details"]["cache_read"], u["output_tokens"]]
+        for u in usage
+    ]
+    # the usage is over DSPy's whole chat-adapter prompt, not a paraphrase of it
+    assert all("[[ ## completed ## ]]" in str(c.messages[0].content) for c in replies)
+    assert rec["call_nodes"][:2] == ["scoping", "financial_researcher"]
+    assert rec["tokens_per_group"]["research"]["input"] == sum(
+        c[0] for c, n in zip(rec["call_tokens"], rec["call_nodes"], strict=True) if "research" in n
+    )
+
+
+def test_cut_replies_are_counted_as_truncated_even_when_the_run_fails(
+    dspy_arm: ModuleType,
+) -> None:
+    lm = dspy_arm.ScriptedDSPyLM(max_tokens=12)  # too small for any answer
+    arm = runner._dspy_arm("dspy", lm, dspy_arm.DueDiligenceProgram())
+    rec = runner.run_one(arm, "fjordane", 1, "scripted")
+    cut = [c for c in lm.calls if c["finish_reason"] == "length"]
+    assert cut and rec["truncated_calls"] == len(cut)
+    assert rec["calls"] == len(lm.calls) == len(lm.chat.calls)
+    assert rec["input_tokens"] == sum(c.usage["input_tokens"] for c in lm.chat.calls)
+    assert all(t["max_tokens"] == 12 for t in rec["truncated"])
+
+
+def test_the_endpoint_lm_counts_litellm_usage_and_uses_the_arms_settings(
+    dspy_arm: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live path offline: LiteLLM's completion is replaced by a recorded reply."""
+    import litellm
+    from langchain_openai import ChatOpenAI
+
+    requests: list[dict[str, Any]] = []
+
+    def completion(**request: Any) -> Any:
+        requests.append(request)
+        return litellm.ModelResponse(
+            model="qwen",
+            choices=[
+                litellm.Choices(
+                    index=0,
+                    finish_reason="length",
+                    message=litellm.Message(
+                        role="assistant",
+                        content="[[ ## answer ## ]]\nfive\n\n[[ ## completed ## ]]",
+                    ),
+                )
+            ],
+            usage=litellm.Usage(
+                prompt_tokens=120,
+                completion_tokens=30,
+                total_tokens=150,
+                prompt_tokens_details={"cached_tokens": 64},
+            ),
+        )
+
+    monkeypatch.setattr(litellm, "completion", completion)
+    chat = ChatOpenAI(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-local",
+        model="qwen2.5-coder-1.5b",
+        max_tokens=256,
+        temperature=0.0,
+        extra_body={"repeat_penalty": 1.1},
+    )
+    lm = dspy_arm.endpoint_lm(chat)
+    assert lm.model == "openai/qwen2.5-coder-1.5b"
+    dspy = dspy_arm.dspy
+    with dspy.context(lm=lm), dspy_arm.stage("scoping"):
+        assert dspy.Predict("question -> answer")(question="2 + 3?").answer == "five"
+        dspy.Predict("question -> answer")(question="2 + 3?")  # no cache: a second call
+    assert len(requests) == 2
+    sent = requests[0]
+    assert sent["api_base"] == "http://127.0.0.1:9/v1" and sent["max_tokens"] == 256
+    assert sent["extra_body"] == {"repeat_penalty": 1.1} and sent["temperature"] == 0.0
+    assert (
+        lm.calls
+        == [
+            {
+                "node": "scoping",
+                "input_tokens": 120,
+                "cached_tokens": 64,
+                "output_tokens": 30,
+                "finish_reason": "length",
+                "max_tokens": 256,
+            }
+        ]
+        * 2
+    )
+
+
+# ------------------------------------------------------------------------ compiling
+def test_compile_saves_and_reloads_a_program(tmp_path: Path, dspy_arm: ModuleType) -> None:
+    lm = dspy_arm.ScriptedDSPyLM()
+    program, info = dspy_arm.compile_program(lm, _tiny_budget(dspy_arm))
+    assert info["demos"] and set(info["demos"].values()) == {1}
+    assert info["calls"] == DSPY_CALLS_PER_RUN == len(lm.calls)  # one passing run
+    path = dspy_arm.program_path("qwen2.5-coder-1.5b", tmp_path)
+    assert path.name == "qwen2.5-coder-1.5b.json"
+    dspy_arm.save_compiled(program, info, path)
+
+    loaded = dspy_arm.load_compiled(path)
+    assert loaded is not None
+    again, saved_info = loaded
+    assert saved_info["budget"]["companies"] == ["corvanta"]
+    demos = {n: [dict(d) for d in p.demos] for n, p in program.named_predictors()}
+    assert {n: [dict(d) for d in p.demos] for n, p in again.named_predictors()} == demos
+    assert "Corvanta Materials S.A." in demos["investment_writer.predict"][0]["memo"]
+    assert dspy_arm.load_compiled(tmp_path / "absent.json") is None
+
+    # the runner loads the saved program, and recompiles only when told to
+    found, note = runner.compiled_program(lm, "qwen2.5-coder-1.5b", programs_dir=tmp_path)
+    assert note["source"].startswith("loaded from")
+    assert {n: len(p.demos) for n, p in found.named_predictors()} == info["demos"]
+    _, fresh = runner.compiled_program(
+        lm,
+        "qwen2.5-coder-1.5b",
+        programs_dir=tmp_path,
+        recompile=True,
+        budget=_tiny_budget(dspy_arm, "kelvara"),
+    )
+    assert fresh["source"].startswith("compiled in this sitting")
+    assert json.loads(path.with_suffix(".compile.json").read_text())["budget"]["companies"] == [
+        "kelvara"
+    ]
+
+
+def test_held_out_companies_never_reach_the_compiler(
+    dspy_arm: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert set(HELD_OUT).isdisjoint(development_ids())
+    assert dspy_arm.CompileBudget().companies == tuple(development_ids())
+    lm = dspy_arm.ScriptedDSPyLM()
+    for bad in (*HELD_OUT, "acme"):
+        with pytest.raises(ValueError, match="held-out or unknown"):
+            dspy_arm.compile_program(lm, _tiny_budget(dspy_arm, "corvanta", bad))
+    assert lm.calls == []  # refused before the optimizer started
+
+    seen: list[str] = []
+    real = dspy_arm.dspy.BootstrapFewShot.compile
+
+    def spy(self: Any, student: Any, *, teacher: Any = None, trainset: Any) -> Any:
+        seen.extend(x.company_id for x in trainset)
+        return real(self, student, teacher=teacher, trainset=trainset)
+
+    monkeypatch.setattr(dspy_arm.dspy.BootstrapFewShot, "compile", spy)
+    dspy_arm.compile_program(lm, dspy_arm.CompileBudget())
+    assert seen == development_ids()
+    prompts = "\n".join(str(m.content) for c in lm.chat.calls for m in c.messages)
+    assert "Corvanta" in prompts
+    for held in HELD_OUT:
+        assert held not in prompts.lower()
+
+
+# ------------------------------------------------------------------------ offline imports
+def test_the_command_imports_no_dspy_and_dspy_imports_without_network() -> None:
+    """``capsules`` and the runner do not import DSPy; importing the DSPy arm (which
+    imports LiteLLM) tries no network: LiteLLM uses its bundled model cost map."""
+    code = (
+        "import socket, sys\n"
+        "def refuse(*a, **k):\n"
+        "    raise OSError('network refused by the test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.getaddrinfo = refuse\n"
+        "import benchmarks.due_diligence.runner, langgraph_capsules.cli\n"
+        "print('dspy' in sys.modules, 'litellm' in sys.modules)\n"
+        "from benchmarks.due_diligence import dspy_arm\n"
+        "import litellm\n"
+        "print(len(litellm.model_cost) > 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT / ".no-home")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "True"]
+    assert "cost map" not in done.stderr and "network refused" not in done.stderr
