@@ -4,7 +4,7 @@ The scripted dry run of every arm (through the ``capsules`` command), the hand-w
 LangGraph app, DSPy's token accounting (scripted replies and LiteLLM responses), the
 compile path (save, reload, the saved program used by the runner) and the rule that
 held-out companies never reach the compiler. No network and no model: DSPy's LMs are the
-scripted ``ScriptedDSPyLM`` or a ``RecordingLM`` whose LiteLLM call is replaced.
+scripted ``ScriptedDSPyLM``, or a ``RecordingLM`` calling a fake endpoint on localhost.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.messages import ToolMessage
@@ -44,8 +46,8 @@ extract call; three analysts; the writer."""
 
 @pytest.fixture(scope="module")
 def dspy_arm() -> ModuleType:
-    """The DSPy arm module (imports DSPy and LiteLLM once, for the tests that use them)."""
-    pytest.importorskip("dspy")
+    """The DSPy arm module (imports DSPy and LiteLLM once, for the tests that use them;
+    it must come first: it tells LiteLLM to stay offline before LiteLLM is imported)."""
     from benchmarks.due_diligence import dspy_arm as module
 
     return module
@@ -191,70 +193,94 @@ def test_cut_replies_are_counted_as_truncated_even_when_the_run_fails(
     assert all(t["max_tokens"] == 12 for t in rec["truncated"])
 
 
-def test_the_endpoint_lm_counts_litellm_usage_and_uses_the_arms_settings(
-    dspy_arm: ModuleType, monkeypatch: pytest.MonkeyPatch
+class _Endpoint(BaseHTTPRequestHandler):
+    """A fake OpenAI-compatible chat endpoint on localhost: one canned reply with usage
+    (prompt, cached prompt, completion tokens) and a finish reason; keeps the bodies."""
+
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bodies.append({"path": self.path, **body})
+        reply = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "message": {
+                        "role": "assistant",
+                        "content": "[[ ## answer ## ]]\nfive\n\n[[ ## completed ## ]]",
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 120,
+                "completion_tokens": 30,
+                "total_tokens": 150,
+                "prompt_tokens_details": {"cached_tokens": 64},
+            },
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_endpoint_lm_counts_litellm_usage_and_sends_the_arms_settings(
+    dspy_arm: ModuleType,
 ) -> None:
-    """The live path offline: LiteLLM's completion is replaced by a recorded reply."""
-    import litellm
+    """The live path against a fake endpoint on localhost: DSPy's LM goes through
+    LiteLLM to the same URL with the same generation settings as the LangChain client,
+    and each call's usage and finish reason are counted."""
     from langchain_openai import ChatOpenAI
 
-    requests: list[dict[str, Any]] = []
-
-    def completion(**request: Any) -> Any:
-        requests.append(request)
-        return litellm.ModelResponse(
-            model="qwen",
-            choices=[
-                litellm.Choices(
-                    index=0,
-                    finish_reason="length",
-                    message=litellm.Message(
-                        role="assistant",
-                        content="[[ ## answer ## ]]\nfive\n\n[[ ## completed ## ]]",
-                    ),
-                )
-            ],
-            usage=litellm.Usage(
-                prompt_tokens=120,
-                completion_tokens=30,
-                total_tokens=150,
-                prompt_tokens_details={"cached_tokens": 64},
-            ),
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Endpoint.bodies.clear()
+    try:
+        chat = ChatOpenAI(
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            api_key="sk-local",
+            model="qwen2.5-coder-1.5b",
+            max_tokens=256,
+            temperature=0.0,
+            extra_body={"repeat_penalty": 1.1},
         )
-
-    monkeypatch.setattr(litellm, "completion", completion)
-    chat = ChatOpenAI(
-        base_url="http://127.0.0.1:9/v1",
-        api_key="sk-local",
-        model="qwen2.5-coder-1.5b",
-        max_tokens=256,
-        temperature=0.0,
-        extra_body={"repeat_penalty": 1.1},
-    )
-    lm = dspy_arm.endpoint_lm(chat)
-    assert lm.model == "openai/qwen2.5-coder-1.5b"
-    dspy = dspy_arm.dspy
-    with dspy.context(lm=lm), dspy_arm.stage("scoping"):
-        assert dspy.Predict("question -> answer")(question="2 + 3?").answer == "five"
-        dspy.Predict("question -> answer")(question="2 + 3?")  # no cache: a second call
-    assert len(requests) == 2
-    sent = requests[0]
-    assert sent["api_base"] == "http://127.0.0.1:9/v1" and sent["max_tokens"] == 256
-    assert sent["extra_body"] == {"repeat_penalty": 1.1} and sent["temperature"] == 0.0
-    assert (
-        lm.calls
-        == [
-            {
-                "node": "scoping",
-                "input_tokens": 120,
-                "cached_tokens": 64,
-                "output_tokens": 30,
-                "finish_reason": "length",
-                "max_tokens": 256,
-            }
-        ]
-        * 2
-    )
+        lm = dspy_arm.endpoint_lm(chat)
+        dspy = dspy_arm.dspy
+        with dspy.context(lm=lm), dspy_arm.stage("scoping"):
+            assert dspy.Predict("question -> answer")(question="2 + 3?").answer == "five"
+            dspy.Predict("question -> answer")(question="2 + 3?")  # no cache: called again
+        chat.invoke("2 + 3?")
+    finally:
+        server.shutdown()
+    *from_dspy, from_langchain = _Endpoint.bodies
+    assert len(from_dspy) == 2
+    settings = ("path", "model", "temperature", "repeat_penalty")
+    assert {k: from_dspy[0].get(k) for k in settings} == {
+        k: from_langchain.get(k) for k in settings
+    }
+    assert from_langchain["max_completion_tokens"] == 256  # langchain-openai's name for it
+    assert from_dspy[0]["path"] == "/v1/chat/completions"
+    assert from_dspy[0]["repeat_penalty"] == 1.1 and from_dspy[0]["max_tokens"] == 256
+    call = {
+        "node": "scoping",
+        "input_tokens": 120,
+        "cached_tokens": 64,
+        "output_tokens": 30,
+        "finish_reason": "length",
+        "max_tokens": 256,
+    }
+    assert lm.calls == [call, call]
 
 
 # ------------------------------------------------------------------------ compiling

@@ -31,9 +31,11 @@ saved as JSON with a sidecar that records the budget, the companies and what com
 cost (:func:`save_compiled`, :func:`load_compiled`).
 
 Importing this module imports DSPy and LiteLLM (several seconds): the runner imports it
-only when a DSPy arm runs. LiteLLM is told to use its bundled model cost map (no
-download) and DSPy's disk cache lives in a temporary directory; the LMs run with
-DSPy's cache off, so every call reaches the model.
+only when a DSPy arm runs. Import it before DSPy or LiteLLM: it tells LiteLLM to use its
+bundled model cost map and fetch nothing (``LITELLM_LOCAL_MODEL_COST_MAP``,
+``LITELLM_OFFLINE_MODE``), which LiteLLM reads at import, and puts DSPy's disk cache in
+a temporary directory; the LMs run with DSPy's cache off, so every call reaches the
+model.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before LiteLLM is imported
+# LiteLLM reads these when it is imported: its bundled model cost map, no downloads.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 os.environ.setdefault("DSPY_CACHEDIR", str(Path(tempfile.gettempdir()) / "capsules-dspy-cache"))
 
 import dspy
