@@ -289,6 +289,7 @@ def test_compile_saves_and_reloads_a_program(tmp_path: Path, dspy_arm: ModuleTyp
     program, info = dspy_arm.compile_program(lm, _tiny_budget(dspy_arm))
     assert info["demos"] and set(info["demos"].values()) == {1}
     assert info["calls"] == DSPY_CALLS_PER_RUN == len(lm.calls)  # one passing run
+    assert info["scored"] == [{"company": "corvanta", "quality": 1.0}]
     path = dspy_arm.program_path("qwen2.5-coder-1.5b", tmp_path)
     assert path.name == "qwen2.5-coder-1.5b.json"
     dspy_arm.save_compiled(program, info, path)

@@ -441,10 +441,6 @@ class CompileBudget:
         )
 
 
-def _metric(example: dspy.Example, pred: dspy.Prediction, trace: Any = None) -> float:
-    return float(score_run(example.company_id, dict(pred.items()))["quality"])
-
-
 def compile_program(
     lm: Any, budget: CompileBudget | None = None
 ) -> tuple[DueDiligenceProgram, dict[str, Any]]:
@@ -457,7 +453,8 @@ def compile_program(
 
     Returns:
         The compiled program and a record of the compile: the budget, demos per
-        predictor, calls, tokens and wall time.
+        predictor, the companies the teacher ran and their quality (it stops after
+        ``max_bootstrapped_demos`` passing runs), calls, tokens and wall time.
 
     Raises:
         ValueError: when the trainset holds a held-out or unknown company.
@@ -473,8 +470,15 @@ def compile_program(
         dspy.Example(company_id=c, **initial_state(c)).with_inputs("company", "mandate")
         for c in budget.companies
     ]
+    scored: list[tuple[str, float]] = []
+
+    def metric(example: dspy.Example, pred: dspy.Prediction, trace: Any = None) -> float:
+        quality = float(score_run(example.company_id, dict(pred.items()))["quality"])
+        scored.append((example.company_id, round(quality, 4)))
+        return quality
+
     optimizer = dspy.BootstrapFewShot(
-        metric=_metric,
+        metric=metric,
         metric_threshold=budget.metric_threshold,
         max_bootstrapped_demos=budget.max_bootstrapped_demos,
         max_labeled_demos=budget.max_labeled_demos,
@@ -491,6 +495,7 @@ def compile_program(
         "model": getattr(lm, "model", "?"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "demos": {name: len(p.demos) for name, p in program.named_predictors()},
+        "scored": [{"company": c, "quality": q} for c, q in scored],
         "calls": len(calls),
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "cached_tokens": sum(c["cached_tokens"] for c in calls),

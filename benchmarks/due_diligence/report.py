@@ -197,11 +197,13 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
     ]
     compiled = meta.get("dspy_compile")
     if compiled:
+        scored = ", ".join(f"{x['company']} {x['quality']:.3f}" for x in compiled.get("scored", []))
         lines.append(
             f"- DSPy compiled: {compiled.get('budget_text', '?')}; {compiled.get('source', '')}"
             f" ({compiled.get('calls', '?')} calls, {_fmt(compiled.get('input_tokens'))} input "
             f"and {_fmt(compiled.get('output_tokens'))} output tokens, "
-            f"{compiled.get('wall_s', '?')} s; demos per predictor: "
+            f"{compiled.get('wall_s', '?')} s; teacher runs scored: {scored or 'none'}; "
+            f"demos per predictor: "
             f"{', '.join(f'{k} {v}' for k, v in (compiled.get('demos') or {}).items())})"
         )
     lines += [
