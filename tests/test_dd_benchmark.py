@@ -77,7 +77,7 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
         "arm", "label", "company", "held_out", "run", "model", "calls", "input_tokens",
         "cached_tokens", "output_tokens", "call_tokens", "call_finishes", "finish_reasons",
         "truncated_calls", "finished_calls", "wall_s", "quality", "quality_parts",
-        "tokens_per_group", "group_tiers", "error",
+        "tokens_per_group", "group_tiers", "failed_stages", "error",
     }  # fmt: skip
     for r in records:
         assert columns <= set(r), columns - set(r)
@@ -88,7 +88,7 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
             r["cached_tokens"],
             r["output_tokens"],
         ]
-        assert r["finish_reasons"] == {"stop": r["calls"]}
+        assert r["finish_reasons"] == {"stop": r["calls"]} and r["failed_stages"] == []
 
     by_arm = {a: [r for r in records if r["arm"] == a] for a in ARMS}
     # what the scripted model does: tools kept -> every figure; standard drops the tools
@@ -180,14 +180,18 @@ def test_dspy_token_accounting_equals_the_scripted_replies_usage(dspy_arm: Modul
     )
 
 
-def test_cut_replies_are_counted_as_truncated_even_when_the_run_fails(
+def test_cut_replies_are_counted_and_unparsable_stages_give_nothing(
     dspy_arm: ModuleType,
 ) -> None:
     lm = dspy_arm.ScriptedDSPyLM(max_tokens=12)  # too small for any answer
     arm = runner._dspy_arm("dspy", lm, dspy_arm.DueDiligenceProgram())
     rec = runner.run_one(arm, "fjordane", 1, "scripted")
+    # every reply is cut before its fields: each stage fails to parse (both adapters
+    # tried), is left empty and the run goes on to be judged
+    assert rec["error"] is None and rec["failed_stages"] == list(AGENTS)
+    assert rec["quality"] == 0.0
     cut = [c for c in lm.calls if c["finish_reason"] == "length"]
-    assert cut and rec["truncated_calls"] == len(cut)
+    assert cut and rec["truncated_calls"] == len(cut) == rec["calls"]
     assert rec["calls"] == len(lm.calls) == len(lm.chat.calls)
     assert rec["input_tokens"] == sum(c.usage["input_tokens"] for c in lm.chat.calls)
     assert all(t["max_tokens"] == 12 for t in rec["truncated"])

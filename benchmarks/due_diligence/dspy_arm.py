@@ -60,6 +60,7 @@ os.environ.setdefault("DSPY_CACHEDIR", str(Path(tempfile.gettempdir()) / "capsul
 
 import dspy
 import litellm
+from dspy.utils.exceptions import AdapterParseError
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -385,7 +386,10 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
     """The due-diligence pipeline as a DSPy program (one module per agent).
 
     Call it with ``company`` and ``mandate`` (:func:`.pipeline.initial_state`); it
-    returns a ``dspy.Prediction`` holding every agent's output key.
+    returns a ``dspy.Prediction`` holding every agent's output key and
+    ``failed_stages``: the agents whose reply no DSPy adapter could parse (their output
+    is empty and the run goes on, so the judge scores what is left, as a LangGraph run
+    scores an agent that wrote nothing useful; their calls are counted).
     """
 
     def __init__(self, max_iters: int = MAX_TOOL_ROUNDS) -> None:
@@ -404,12 +408,18 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
 
     def forward(self, company: str, mandate: str) -> dspy.Prediction:
         state: dict[str, str] = {"company": company, "mandate": mandate}
+        failed: list[str] = []
         for name, reads, writes in self.plan:
-            with stage(name):
-                pred = getattr(self, name)(**{k: state.get(k, "") for k in reads})
+            try:
+                with stage(name):
+                    pred = getattr(self, name)(**{k: state.get(k, "") for k in reads})
+            except AdapterParseError:  # the reply fit no adapter: the stage gives nothing
+                failed.append(name)
+                state[writes] = ""
+                continue
             state[writes] = str(getattr(pred, writes, "") or "")
         outputs = {k: v for k, v in state.items() if k not in ("company", "mandate")}
-        return dspy.Prediction(**outputs)
+        return dspy.Prediction(**outputs, failed_stages=failed)
 
 
 # --------------------------------------------------------------------------- compiling

@@ -178,7 +178,9 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
+def render_report(
+    meta: dict[str, Any], summary: dict[str, Any], records: Sequence[dict[str, Any]] = ()
+) -> str:
     """``report.md``: what ran (model, machine, companies, sittings, the DSPy compile
     budget), the table, paired deltas, goals, per-company rows and how to read them."""
     mdd = summary["mdd"]
@@ -253,6 +255,17 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
                     body,
                 ),
             ]
+    failed = {
+        ARMS[a]: sum(len(r.get("failed_stages") or []) for r in records if r["arm"] == a)
+        for a in summary["arms"]
+    }
+    if any(failed.values()):
+        lines += [
+            "",
+            "Stages whose reply no DSPy adapter could parse (left empty, the run judged as "
+            "it stands), over all runs: "
+            + ", ".join(f"{arm} {n}" for arm, n in failed.items() if n),
+        ]
     if summary["goals"]:
         lines += ["", "Goals (issue 13):", ""]
         lines += _table(
@@ -325,7 +338,7 @@ def write_outputs(
     saved = json.dumps({"meta": meta, "summary": summary, "records": list(records)}, indent=2)
     (out / "results.json.tmp").write_text(saved)
     (out / "results.json.tmp").replace(out / "results.json")
-    (out / "report.md").write_text(render_report(meta, summary))
+    (out / "report.md").write_text(render_report(meta, summary, records))
     plot(records, out)
     if console is not None:
         from rich.table import Table

@@ -336,6 +336,7 @@ def run_one(arm: Arm, company: str, run: int, model_label: str) -> dict[str, Any
         "group_tiers": tiers,
         "gate_quality": gate,
         "fallback_members": sorted(fallbacks),
+        "failed_stages": list(m.outputs.get("failed_stages") or []),
         "error": error,
     }
 
