@@ -378,3 +378,38 @@ def test_the_command_imports_no_dspy_and_dspy_imports_without_network() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False", "True"]
     assert "cost map" not in done.stderr and "network refused" not in done.stderr
+
+
+# ------------------------------------------------------------------------ live (slow)
+@pytest.mark.slow
+@pytest.mark.local_model
+def test_dspy_and_langchain_are_counted_alike_on_the_embedded_model(
+    dspy_arm: ModuleType,
+) -> None:
+    """On the real embedded 0.5B server: the same messages sent through DSPy's LM
+    (LiteLLM) and through the benchmark's LangChain client are counted with the same
+    prompt tokens; one DSPy stage's calls are all recorded with usage and a finish
+    reason."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    spec = agent_specs()["scoping"]
+    state = initial_state("fjordane")
+    text = "\n\n".join(f"## {k}\n{state[k]}" for k in spec.reads)
+    with lc.local.serve(lc.local.FAST_MODEL, max_tokens=64) as chat:
+        lm = dspy_arm.endpoint_lm(chat)
+        lm(
+            messages=[
+                {"role": "system", "content": spec.instructions},
+                {"role": "user", "content": text},
+            ]
+        )
+        reply = chat.invoke([SystemMessage(spec.instructions), HumanMessage(text)])
+        program = dspy_arm.DueDiligenceProgram()
+        with dspy_arm.dspy.context(lm=lm), dspy_arm.stage("scoping"):
+            program.scoping(company=state["company"], mandate=state["mandate"])
+    assert reply.usage_metadata is not None
+    assert lm.calls[0]["input_tokens"] == reply.usage_metadata["input_tokens"] > 50
+    staged = lm.calls[1:]
+    assert staged and all(c["node"] == "scoping" for c in staged)
+    assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in staged)
+    assert all(c["finish_reason"] in ("stop", "length") and c["max_tokens"] == 64 for c in staged)
