@@ -483,6 +483,13 @@ def add_cli(sub: Any) -> None:
         help="a development company to compile on (repeatable; default all of them)",
     )
     p.add_argument(
+        "--compile-threshold",
+        type=float,
+        default=None,
+        help="BootstrapFewShot: gold-judge quality a teacher run must reach to give demos "
+        "(default 0.75)",
+    )
+    p.add_argument(
         "--programs-dir",
         type=Path,
         default=None,
@@ -505,15 +512,15 @@ def main(args: argparse.Namespace) -> int:
         return 0
     arms = list(ARMS) if "all" in args.arms else args.arms
     budget = None
-    if args.compile_demos is not None or args.compile_companies:
+    chosen: dict[str, Any] = {
+        "max_bootstrapped_demos": args.compile_demos,
+        "metric_threshold": args.compile_threshold,
+        "companies": tuple(args.compile_companies or ()) or None,
+    }
+    if any(v is not None for v in chosen.values()):
         from benchmarks.due_diligence.dspy_arm import CompileBudget
 
-        chosen: dict[str, Any] = {}
-        if args.compile_demos is not None:
-            chosen["max_bootstrapped_demos"] = args.compile_demos
-        if args.compile_companies:
-            chosen["companies"] = tuple(args.compile_companies)
-        budget = CompileBudget(**chosen)
+        budget = CompileBudget(**{k: v for k, v in chosen.items() if v is not None})
     same = ("model", "companies", "runs", "out", "company_ids", "slots", "fresh", "programs_dir")
     records = run_benchmark(
         **{k: getattr(args, k) for k in same}, arms=arms, recompile=args.compile, budget=budget
