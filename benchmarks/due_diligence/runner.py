@@ -113,12 +113,12 @@ def open_dd_model(
             console.log(f"local model: {stage} {done}/{total}")
 
     with open_model(spec, progress=progress, slots=slots) as opened:
-        from benchmarks.due_diligence.dspy_arm import endpoint_lm
-
         lms: list[Any] = []
 
         def real_lm() -> Any:
             if not lms:
+                from benchmarks.due_diligence.dspy_arm import endpoint_lm
+
                 lms.append(endpoint_lm(opened.llm))
             return lms[0]
 
@@ -409,8 +409,8 @@ def run_benchmark(
                 "runs": max((int(r["run"]) for r in every), default=0),
                 "arms": [a for a in ARMS if any(r["arm"] == a for r in every)],
                 "date": sitting["date"],
-                "machine": f"{platform.machine()}, {platform.python_version()} Python, "
-                f"{_cores()} cores",
+                "machine": f"{platform.machine()}, {_cores()} cores, "
+                f"Python {platform.python_version()}",
                 "command": sitting["command"],
                 "auto_floor": AUTO_POLICY.quality_floor,
                 "dspy_compile": compile_info,
