@@ -252,3 +252,43 @@ def test_await_future_from_the_loop_and_from_threads() -> None:
         slow.cancel()
 
     asyncio.run(main())
+
+
+def test_load_benchmark_quick_prints_every_arm_and_goal() -> None:
+    """``benchmarks/load.py --quick`` runs and prints each arm and each goal (its timings
+    are not checked: a smoke test on a tiny load)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "load.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for arm in (
+        "langgraph",
+        "capsules fine (locked)",
+        "capsules compound (locked)",
+        "capsules auto, 20 obs/group",
+        "capsules fine",
+        "capsules standard",
+    ):
+        assert arm in out
+    for goal in (
+        "compound throughput / plain",
+        "fine throughput / plain",
+        "compound CPU per run / plain",
+        "fine CPU per run / plain",
+        "auto CPU per run / locked fine",
+        "overhead.py fine wall / plain",
+        "overhead.py standard wall / plain",
+    ):
+        assert goal in out
+    # calls per run: 14 in plain, fine and auto (kept fine), 6 in compound
+    rows = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") > 5}
+    assert rows["capsules compound (locked)"].split("│")[6].strip() == "6.0"
+    assert rows["langgraph"].split("│")[6].strip() == "14.0"
