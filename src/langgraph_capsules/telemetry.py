@@ -57,6 +57,27 @@ def cache_read_tokens(usage: dict[str, Any] | None) -> int:
     )
 
 
+_ATTRIBUTION_KEYS = (
+    "capsule_merged",
+    "capsule_unmergeable",
+    JUDGE_KEY,
+    SHADOW_KEY,
+    AUDIT_KEY,
+    "capsule_group",
+    "capsule_member",
+    "capsule_tier",
+    "langgraph_node",
+)
+"""The run metadata a call record is built from (all that is kept of a call's
+metadata while it runs, instead of a copy of LangGraph's whole run metadata)."""
+
+
+def _attribution(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if not metadata:
+        return {}
+    return {k: metadata[k] for k in _ATTRIBUTION_KEYS if k in metadata}
+
+
 class UsageTracker(BaseCallbackHandler):
     """A callback handler that turns chat-model runs into :class:`CallRecord` rows."""
 
@@ -113,7 +134,7 @@ class UsageTracker(BaseCallbackHandler):
         model = params.get("model_name") or params.get("model")
         with self._lock:
             self._parent[run_id] = parent_run_id
-            self._open[run_id] = (time.perf_counter(), dict(metadata or {}), model)
+            self._open[run_id] = (time.perf_counter(), _attribution(metadata), model)
 
     def _finish(self, run_id: UUID, message: Any, error: BaseException | None) -> None:
         with self._lock:
