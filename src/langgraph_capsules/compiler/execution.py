@@ -515,12 +515,16 @@ def derived_config(
 ) -> RunnableConfig:
     """``config`` with ``metadata`` merged over its own, ``tags`` added (sorted, as
     ``merge_configs`` leaves them), these ``callbacks`` (see :func:`tracked_callbacks`)
-    and a run name: a shallow copy, where ``merge_configs`` copies every mapping and
-    the callback manager."""
+    and a run name: a copy of the config and its mappings, where ``merge_configs`` also
+    copied the callback manager every time."""
     out: dict[str, Any] = dict(config)
     out["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    # each derived config owns its mappings, as merge_configs gave them
+    out["configurable"] = dict(config.get("configurable") or {})
     if tags:
         out["tags"] = sorted({*(config.get("tags") or ()), *tags})
+    else:
+        out["tags"] = list(config.get("tags") or ())
     out["callbacks"] = callbacks
     if run_name is not None:
         out["run_name"] = run_name
