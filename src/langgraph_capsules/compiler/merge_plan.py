@@ -64,6 +64,7 @@ class MergePlanning:
 
         buckets: dict[tuple[str, str], list[str]] = {}
         unmerged: dict[str, str] = {}
+        keys: list[tuple[Any, dict[str, Any], str]] = []
         for m in self.members:
             slot = self.slots[m]
             if not slot.parked.done():
@@ -76,7 +77,14 @@ class MergePlanning:
                 slot.answer.set_result(PASS_THROUGH)
                 unmerged[m] = "structured output merges in the standard tier only"
                 continue
-            buckets.setdefault((config_key(parked.model, parked.kwargs), kind), []).append(m)
+            # members calling one model object with equal options share one key
+            key = next(
+                (k for mod, kw, k in keys if mod is parked.model and kw == parked.kwargs), None
+            )
+            if key is None:
+                key = config_key(parked.model, parked.kwargs)
+                keys.append((parked.model, parked.kwargs, key))
+            buckets.setdefault((key, kind), []).append(m)
         out: list[list[str]] = []
         for (key, shape), bucket in buckets.items():
             if len(bucket) >= 2:
