@@ -292,3 +292,29 @@ def test_load_benchmark_quick_prints_every_arm_and_goal() -> None:
     rows = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") > 5}
     assert rows["capsules compound (locked)"].split("│")[6].strip() == "6.0"
     assert rows["langgraph"].split("│")[6].strip() == "14.0"
+
+
+def test_a_forked_child_does_not_reuse_the_parents_idle_pools() -> None:
+    import multiprocessing
+    import sys
+
+    from langgraph_capsules.compiler import execution
+
+    if sys.platform == "win32":
+        pytest.skip("no fork")
+    pool = execution.borrow_pool(2)
+    assert pool.submit(lambda: 1).result() == 1
+    execution.return_pool(pool)
+    assert execution._IDLE_POOLS.get(2)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as workers:
+        # in the child: no idle pool inherited, and a fresh one runs work
+        assert workers.apply(_child_pools, ()) == (0, 7)
+
+
+def _child_pools() -> tuple[int, int]:
+    from langgraph_capsules.compiler import execution
+
+    idle = len(execution._IDLE_POOLS.get(2, []))
+    pool = execution.borrow_pool(2)
+    return idle, pool.submit(lambda: 7).result(timeout=10)

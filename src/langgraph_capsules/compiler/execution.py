@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -453,6 +454,18 @@ _IDLE_POOLS: dict[int, list[concurrent.futures.ThreadPoolExecutor]] = {}
 _IDLE_LOCK = threading.Lock()
 MAX_IDLE_POOLS = 32
 """Idle pools kept per size; a pool returned beyond that is shut down."""
+
+
+def _forget_pools_after_fork() -> None:
+    # a forked child has none of the parent's worker threads: its idle pools would take
+    # work and never run it
+    global _IDLE_LOCK
+    _IDLE_POOLS.clear()
+    _IDLE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def borrow_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
