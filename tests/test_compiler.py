@@ -306,10 +306,9 @@ def test_the_pass_reads_the_graph_and_its_agent_specs_once(
 ) -> None:
     """capsulize() reads the topology and every declared agent's spec once; the plan,
     the context rules and the rewrite use that one reading (and agree with it)."""
-    from benchmarks.due_diligence.pipeline import DD_GROUPS, build_due_diligence
-
     import langgraph_capsules.graph as graph_mod
     import langgraph_capsules.topology as topology_mod
+    from benchmarks.due_diligence.pipeline import DD_GROUPS, build_due_diligence
 
     topo_reads: list[object] = []
     spec_reads: list[object] = []
