@@ -40,13 +40,13 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from pydantic import PrivateAttr
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import BUNDLE, KINDS, LENSES, State, measure
+from overhead import BUNDLE, KINDS, LENSES, State, measure, wire
 
 import langgraph_capsules as lc
 
@@ -126,18 +126,7 @@ def build_async(llm: Any) -> StateGraph[Any, Any, Any, Any]:
         )
         return {"brief": r.content}
 
-    b = StateGraph(State)
-    b.add_node("scoping", scoping)
-    b.add_node("briefer", briefer)
-    b.add_edge(START, "scoping")
-    for lens in LENSES:
-        for kind in KINDS:
-            name = f"{lens}_{kind}"
-            b.add_node(name, extractor(lens, kind))
-            b.add_edge("scoping", name)
-            b.add_edge(name, "briefer")
-    b.add_edge("briefer", END)
-    return b
+    return wire(scoping, extractor, briefer)
 
 
 @dataclass

@@ -39,6 +39,24 @@ class State(TypedDict, total=False):
     brief: str
 
 
+def wire(
+    scoping: Any, extractor: Callable[[str, str], Any], briefer: Any
+) -> StateGraph[Any, Any, Any, Any]:
+    """The 14-node graph: scoping -> 12 extractors (one per lens and kind) -> briefer."""
+    b = StateGraph(State)
+    b.add_node("scoping", scoping)
+    b.add_node("briefer", briefer)
+    b.add_edge(START, "scoping")
+    for lens in LENSES:
+        for kind in KINDS:
+            name = f"{lens}_{kind}"
+            b.add_node(name, extractor(lens, kind))
+            b.add_edge("scoping", name)
+            b.add_edge(name, "briefer")
+    b.add_edge("briefer", END)
+    return b
+
+
 def build(llm: Any) -> StateGraph[Any, Any, Any, Any]:
     def scoping(state: State) -> dict[str, Any]:
         r = llm.invoke([SystemMessage("Frame the company."), HumanMessage(state["overview"])])
@@ -64,18 +82,7 @@ def build(llm: Any) -> StateGraph[Any, Any, Any, Any]:
         )
         return {"brief": r.content}
 
-    b = StateGraph(State)
-    b.add_node("scoping", scoping)
-    b.add_node("briefer", briefer)
-    b.add_edge(START, "scoping")
-    for lens in LENSES:
-        for kind in KINDS:
-            name = f"{lens}_{kind}"
-            b.add_node(name, extractor(lens, kind))
-            b.add_edge("scoping", name)
-            b.add_edge(name, "briefer")
-    b.add_edge("briefer", END)
-    return b
+    return wire(scoping, extractor, briefer)
 
 
 def measure(runs: int, warmup: int = 10, *, use_async: bool = False) -> dict[str, list[float]]:
