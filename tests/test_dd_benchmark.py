@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +35,12 @@ from benchmarks.due_diligence.handwritten import (  # noqa: E402
     build_handwritten,
 )
 from benchmarks.due_diligence.judge import score_run  # noqa: E402
-from benchmarks.due_diligence.pipeline import DD_GROUPS, initial_state  # noqa: E402
+from benchmarks.due_diligence.pipeline import (  # noqa: E402
+    ANALYSTS,
+    DD_GROUPS,
+    RESEARCHERS,
+    initial_state,
+)
 from benchmarks.due_diligence.report import ARMS  # noqa: E402
 from benchmarks.due_diligence.scripted import scripted_due_diligence  # noqa: E402
 from langgraph_capsules.cli import main as capsules_main  # noqa: E402
@@ -168,16 +174,65 @@ def test_dspy_token_accounting_equals_the_scripted_replies_usage(dspy_arm: Modul
     cached = sum(c.usage["input_token_details"]["cache_read"] for c in replies)
     assert rec["cached_tokens"] == cached > 0
     usage = [c.usage for c in replies]
-    assert rec["call_tokens"] == [
+    # a step's agents run concurrently: the two logs hold the same calls, maybe reordered
+    assert sorted(rec["call_tokens"]) == sorted(
         [u["input_tokens"], u["input_token_details"]["cache_read"], u["output_tokens"]]
         for u in usage
-    ]
+    )
     # the usage is over DSPy's whole chat-adapter prompt, not a paraphrase of it
     assert all("[[ ## completed ## ]]" in str(c.messages[0].content) for c in replies)
-    assert rec["call_nodes"][:2] == ["scoping", "financial_researcher"]
+    nodes = rec["call_nodes"]
+    assert nodes[0] == "scoping" and nodes[-1] == "investment_writer"
+    assert set(nodes) == set(AGENTS)
     assert rec["tokens_per_group"]["research"]["input"] == sum(
         c[0] for c, n in zip(rec["call_tokens"], rec["call_nodes"], strict=True) if "research" in n
     )
+
+
+def test_the_agents_of_a_step_run_concurrently_and_their_calls_keep_their_stage(
+    dspy_arm: ModuleType,
+) -> None:
+    """The researchers (and the analysts) run at once, as LangGraph runs a group's
+    nodes; every call is attributed to the agent whose prompt it carries; steps stay in
+    order (no analyst call before the last research call)."""
+    in_flight: list[str] = []
+    seen: list[tuple[str, str]] = []
+    peak: dict[frozenset[str], int] = {}
+    lock = threading.Lock()
+
+    class SlowLM(dspy_arm.ScriptedDSPyLM):  # type: ignore[misc,name-defined]
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            node = dspy_arm._STAGE.get()
+            system = next((m["content"] for m in messages if m["role"] == "system"), "")
+            with lock:
+                seen.append((node, str(system)))
+                in_flight.append(node)
+                key = frozenset(in_flight)
+                peak[key] = max(peak.get(key, 0), len(in_flight))
+            try:
+                time.sleep(0.05)
+                return super().forward(prompt=prompt, messages=messages, **kwargs)
+            finally:
+                with lock:
+                    in_flight.remove(node)
+
+    lm = SlowLM()
+    arm = runner._dspy_arm("dspy", lm, dspy_arm.DueDiligenceProgram())
+    rec = runner.run_one(arm, "kelvara", 1, "scripted")
+    assert rec["error"] is None and rec["quality"] == 1.0
+    assert peak.get(frozenset(RESEARCHERS)) == 3 and peak.get(frozenset(ANALYSTS)) == 3
+    # never two steps at once: whatever overlaps lies within one step
+    assert all(len(key) == 1 or key <= set(RESEARCHERS) or key <= set(ANALYSTS) for key in peak)
+    nodes = rec["call_nodes"]
+    last_research = max(i for i, n in enumerate(nodes) if n in RESEARCHERS)
+    assert min(i for i, n in enumerate(nodes) if n in ANALYSTS) > last_research
+    roles = {name: role for name, (role, _) in {**RESEARCHERS, **ANALYSTS}.items()}
+    assert len(seen) == rec["calls"]
+    for node, system in seen:  # each call carries the instructions of the agent it is billed to
+        if node in roles:
+            assert f"due-diligence {roles[node]}" in system
+            others = [r for n, r in roles.items() if n != node and r not in roles[node]]
+            assert not any(f"due-diligence {r}." in system for r in others)
 
 
 def test_cut_replies_are_counted_and_unparsable_stages_give_nothing(

@@ -6,8 +6,9 @@ very same LangChain tools), ``dspy.ChainOfThought`` for scoping, the analysts an
 writer. Each module's signature has the agent's instructions as its docstring, the
 agent's declared reads as input fields and its output key as the output field (read
 from the declared pipeline, like the hand-written LangGraph app), so every arm answers
-the same questions from the same inputs. The stages run one after the other, as a DSPy
-``forward`` does.
+the same questions from the same inputs. The agents of one pipeline step (the three
+researchers, the three analysts) run concurrently in threads, as LangGraph runs each
+group's nodes, so wall times compare like with like; the steps run in order.
 
 **Models.** :func:`endpoint_lm` points ``dspy.LM("openai/<model>")`` at the same
 OpenAI-compatible endpoint as the other arms (the embedded llama.cpp server's base URL,
@@ -47,8 +48,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,7 @@ from benchmarks.due_diligence.dataset import (
 )
 from benchmarks.due_diligence.handwritten import AGENTS, MAX_TOOL_ROUNDS, agent_specs
 from benchmarks.due_diligence.judge import score_run
-from benchmarks.due_diligence.pipeline import initial_state
+from benchmarks.due_diligence.pipeline import ANALYSTS, RESEARCHERS, initial_state
 from benchmarks.due_diligence.scripted import scripted_due_diligence
 from benchmarks.due_diligence.tools import FINANCIAL_TOOLS
 from langgraph_capsules.agents import AgentSpec
@@ -406,18 +408,43 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
             )
             setattr(self, name, module)
 
+    def steps(self) -> list[list[tuple[str, list[str], str]]]:
+        """The plan in pipeline steps: agents of one step read nothing another writes."""
+        out: list[list[tuple[str, list[str], str]]] = []
+        for entry in self.plan:
+            step = out[-1] if out else None
+            same = step is not None and any(
+                entry[0] in group and step[0][0] in group for group in (RESEARCHERS, ANALYSTS)
+            )
+            if same and step is not None:
+                step.append(entry)
+            else:
+                out.append([entry])
+        return out
+
+    def _stage(self, name: str, reads: list[str], state: dict[str, str]) -> Any:
+        with stage(name):
+            return getattr(self, name)(**{k: state.get(k, "") for k in reads})
+
     def forward(self, company: str, mandate: str) -> dspy.Prediction:
         state: dict[str, str] = {"company": company, "mandate": mandate}
         failed: list[str] = []
-        for name, reads, writes in self.plan:
-            try:
-                with stage(name):
-                    pred = getattr(self, name)(**{k: state.get(k, "") for k in reads})
-            except AdapterParseError:  # the reply fit no adapter: the stage gives nothing
-                failed.append(name)
-                state[writes] = ""
-                continue
-            state[writes] = str(getattr(pred, writes, "") or "")
+        for step in self.steps():
+            with ThreadPoolExecutor(max_workers=len(step)) as pool:
+                # each thread runs in a copy of this context: DSPy's settings (LM, trace)
+                # and the stage label travel with it
+                futures = [
+                    pool.submit(copy_context().run, self._stage, name, reads, dict(state))
+                    for name, reads, _ in step
+                ]
+                for (name, _, writes), future in zip(step, futures, strict=True):
+                    try:
+                        pred = future.result()
+                    except AdapterParseError:  # the reply fit no adapter: nothing
+                        failed.append(name)
+                        state[writes] = ""
+                        continue
+                    state[writes] = str(getattr(pred, writes, "") or "")
         outputs = {k: v for k, v in state.items() if k not in ("company", "mandate")}
         return dspy.Prediction(**outputs, failed_stages=failed)
 
