@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ from benchmarks.due_diligence.dataset import (
 )
 from benchmarks.due_diligence.handwritten import AGENTS, MAX_TOOL_ROUNDS, agent_specs
 from benchmarks.due_diligence.judge import score_run
-from benchmarks.due_diligence.pipeline import ANALYSTS, RESEARCHERS, initial_state
+from benchmarks.due_diligence.pipeline import DD_GROUPS, initial_state
 from benchmarks.due_diligence.scripted import scripted_due_diligence
 from benchmarks.due_diligence.tools import FINANCIAL_TOOLS
 from langgraph_capsules.agents import AgentSpec
@@ -409,18 +410,14 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
             setattr(self, name, module)
 
     def steps(self) -> list[list[tuple[str, list[str], str]]]:
-        """The plan in pipeline steps: agents of one step read nothing another writes."""
-        out: list[list[tuple[str, list[str], str]]] = []
-        for entry in self.plan:
-            step = out[-1] if out else None
-            same = step is not None and any(
-                entry[0] in group and step[0][0] in group for group in (RESEARCHERS, ANALYSTS)
-            )
-            if same and step is not None:
-                step.append(entry)
-            else:
-                out.append([entry])
-        return out
+        """The plan in pipeline steps: each capsule group of :data:`.pipeline.DD_GROUPS`
+        (its agents read nothing another member writes) is one step, any other agent a
+        step of its own."""
+
+        def step_of(entry: tuple[str, list[str], str]) -> str:
+            return next((g for g, members in DD_GROUPS.items() if entry[0] in members), entry[0])
+
+        return [list(entries) for _, entries in groupby(self.plan, key=step_of)]
 
     def _stage(self, name: str, reads: list[str], state: dict[str, str]) -> Any:
         with stage(name):
