@@ -31,6 +31,7 @@ from benchmarks.due_diligence import runner  # noqa: E402
 from benchmarks.due_diligence.dataset import HELD_OUT, development_ids  # noqa: E402
 from benchmarks.due_diligence.handwritten import (  # noqa: E402
     AGENTS,
+    ANSWER_PROMPT,
     agent_specs,
     build_handwritten,
 )
@@ -44,6 +45,7 @@ from benchmarks.due_diligence.pipeline import (  # noqa: E402
 from benchmarks.due_diligence.report import ARMS  # noqa: E402
 from benchmarks.due_diligence.scripted import scripted_due_diligence  # noqa: E402
 from langgraph_capsules.cli import main as capsules_main  # noqa: E402
+from langgraph_capsules.testing import ScriptedChatModel  # noqa: E402
 
 DSPY_CALLS_PER_RUN = 1 + 3 * (4 + 1) + 3 + 1
 """Scoping; per researcher 4 ReAct steps (list_metrics, two queries, finish) and the
@@ -101,7 +103,8 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
     for arm in ("lg", "capsules_fine", "capsules_compound", "declared_fine", "dspy"):
         assert all(r["quality"] == 1.0 for r in by_arm[arm]), arm
     assert all(r["quality"] < 0.2 for r in by_arm["declared_compound"])
-    assert {r["calls"] for r in by_arm["lg"]} == {14}  # 1 + 3 x 3 tool-loop turns + 3 + 1
+    # 1 + 3 x (3 gather turns, the last with nothing new, + the answer) + 3 + 1
+    assert {r["calls"] for r in by_arm["lg"]} == {17}
     assert {r["calls"] for r in by_arm["dspy"]} == {DSPY_CALLS_PER_RUN}
     assert {r["calls"] for r in by_arm["dspy_compiled"]} == {DSPY_CALLS_PER_RUN}
     assert set(by_arm["dspy"][0]["tokens_per_group"]) == {
@@ -151,7 +154,12 @@ def test_the_hand_written_app_has_one_node_per_agent_and_a_tool_loop() -> None:
     }
     assert "Quorvia Health GmbH cash 2023: CHF 61.4 million" in "\n".join(tool_results)
     specs = agent_specs()
-    assert sum(1 for c in llm.calls if c.kwargs.get("tools")) == 3 * 3
+    researcher_calls = [c for c in llm.calls if c.kwargs.get("tools")]
+    assert len(researcher_calls) == 3 * 4  # per researcher: 3 gather turns + the answer
+    choices = [c.kwargs.get("tool_choice") for c in researcher_calls]
+    assert choices.count("required") == 9 and choices.count("none") == 3
+    answers = [c for c in researcher_calls if c.kwargs.get("tool_choice") == "none"]
+    assert all(str(c.messages[-1].content) == ANSWER_PROMPT for c in answers)
     assert str(llm.calls[0].messages[0].content) == specs["scoping"].instructions
     # capsules fine over the same builder gives exactly the same outputs
     capsules = lc.capsulize(build_handwritten(scripted_due_diligence()), groups=DD_GROUPS)
@@ -488,3 +496,30 @@ def test_dspy_and_langchain_are_counted_alike_on_the_embedded_model(
     assert staged and all(c["node"] == "scoping" for c in staged)
     assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in staged)
     assert all(c["finish_reason"] in ("stop", "length") and c["max_tokens"] == 64 for c in staged)
+
+
+def test_a_researcher_forced_to_call_stops_gathering_at_its_first_repeat() -> None:
+    # A provider that honours tool_choice="required" never answers in text while it is
+    # forced: this model lists the metrics, queries one metric per turn, then repeats
+    # its last query forever. The researcher must stop at the repeat, run no call twice,
+    # and write its report in one more turn with tool use off.
+    plan = [
+        {"name": "list_metrics", "args": {"company": "kelvara"}},
+        {"name": "query_financials", "args": {"company": "kelvara", "metric": "revenue"}},
+        {"name": "query_financials", "args": {"company": "kelvara", "metric": "headcount"}},
+    ]
+
+    def calls_for(messages: list[Any]) -> list[dict[str, Any]]:
+        done = sum(isinstance(m, ToolMessage) for m in messages)
+        return [plan[min(done, len(plan) - 1)]]
+
+    llm = ScriptedChatModel(
+        tool_calls_for=calls_for, respond=lambda text: "report: " + str(text.count("kelvara"))
+    )
+    out = build_handwritten(llm).compile().invoke(initial_state("kelvara"))
+    growth = [c for c in llm.calls if "growth researcher" in str(c.messages[0].content)]
+    assert [c.kwargs.get("tool_choice") for c in growth] == ["required"] * 4 + ["none"]
+    executed = [m for m in growth[-1].messages if isinstance(m, ToolMessage)]
+    assert len(executed) == 3  # each call ran once; the repeat was not executed
+    assert "Kelvara Sensing AB headcount 2024" in str(executed[-1].content)
+    assert out["growth_findings"].startswith("report: ")

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 import httpx
 import pytest
@@ -40,6 +40,7 @@ from langgraph_capsules.tool_text import (
     MAX_TEXT_CHARS,
     ToolTextChatOpenAI,
     answered_calls,
+    forced_call_schema,
     parse_tool_calls,
     schema_error,
     tool_schemas,
@@ -690,6 +691,82 @@ def test_forced_tool_choice_limits_the_parse() -> None:
     assert reply.content == REV
 
 
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream"])
+def test_a_forced_choice_goes_out_as_a_json_schema_on_a_constraining_client(how: str) -> None:
+    fake = FakeEndpoint(REV, SEARCH, REV, REV)
+    llm = fake.client(constrain_forced_calls=True)
+    tools = [get_revenue, search_filings]
+
+    def send(choice: Any) -> AIMessage:
+        bound = llm.bind_tools(tools, tool_choice=choice)
+        if how == "invoke":
+            return cast(AIMessage, bound.invoke("x"))
+        if how == "ainvoke":
+            return cast(AIMessage, asyncio.run(bound.ainvoke("x")))
+        return cast(AIMessage, _aggregate(list(bound.stream("x"))))
+
+    assert _pairs(send("required").tool_calls) == [ACME]
+    body = fake.requests[-1]
+    assert "tool_choice" not in body  # the schema forces the call, not the server's grammar
+    names = [alt["properties"]["name"]["const"] for alt in body["json_schema"]["anyOf"]]
+    assert body["tools"]  # the tools still reach the chat template
+    assert names == ["get_revenue", "search_filings"]
+    assert _pairs(send("search_filings").tool_calls) == [GDANSK]
+    forced = fake.requests[-1]["json_schema"]
+    assert forced["properties"]["name"] == {"const": "search_filings"}
+    assert schema_error({"name": "search_filings", "arguments": {"query": "q"}}, forced) is None
+    assert schema_error({"name": "get_revenue", "arguments": {"query": "q"}}, forced)
+    # nothing forced: no constraint, the server's tool_choice as usual
+    send("auto")
+    assert "json_schema" not in fake.requests[-1]
+    assert fake.requests[-1]["tool_choice"] == "auto"
+    # a client that does not constrain (any OpenAI-compatible server) sends tool_choice
+    plain = FakeEndpoint(REV)
+    plain.client().bind_tools(tools, tool_choice="required").invoke("x")
+    assert "json_schema" not in plain.requests[0]
+    assert plain.requests[0]["tool_choice"] == "required"
+
+
+def test_forced_call_schema_moves_argument_defs_to_the_root() -> None:
+    query = {
+        "name": "query",
+        "parameters": {
+            "type": "object",
+            "properties": {"metric": {"type": "string"}, "period": {"$ref": "#/$defs/Period"}},
+            "required": ["metric", "period"],
+            "$defs": {
+                "Period": {
+                    "type": "object",
+                    "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}},
+                    "required": ["start", "end"],
+                }
+            },
+        },
+    }
+    schema = forced_call_schema([query], "required")
+    assert schema is not None and "Period" in schema["$defs"]
+    assert "$defs" not in schema["properties"]["arguments"]
+    good = {"name": "query", "arguments": {"metric": "cash", "period": {"start": 1, "end": 2}}}
+    assert schema_error(good, schema) is None
+    bad = {"name": "query", "arguments": {"metric": "cash", "period": {"start": "x"}}}
+    assert schema_error(bad, schema) is not None
+    assert forced_call_schema([query], "no_such_tool") is None
+    assert forced_call_schema([query], "none") is None
+    assert forced_call_schema([query], None) is None
+    # two tools whose argument schemas define one name differently: no safe schema
+    clash = [
+        {"name": "a", "parameters": {"$defs": {"P": {"type": "integer"}}, "type": "object"}},
+        {"name": "b", "parameters": {"$defs": {"P": {"type": "string"}}, "type": "object"}},
+    ]
+    assert forced_call_schema(clash, "required") is None
+    assert forced_call_schema(clash, "b") == {
+        "type": "object",
+        "properties": {"name": {"const": "b"}, "arguments": {"type": "object"}},
+        "required": ["name", "arguments"],
+        "$defs": {"P": {"type": "string"}},
+    }
+
+
 def test_native_tool_calls_are_left_alone() -> None:
     native = {
         "content": SEARCH,
@@ -885,3 +962,23 @@ def test_live_tool_loop_on_the_embedded_model(fast_server: local.LocalServer) ->
     text = str(final.content)
     repeat = _pairs(parse_tool_calls(text, [get_revenue])[1]) == [NORDVIK_2024]
     assert "482" in text or repeat, text
+
+
+@pytest.mark.local_model
+def test_live_forced_choice_makes_the_embedded_model_write_a_call(
+    fast_server: local.LocalServer,
+) -> None:
+    """llama.cpp ignores ``tool_choice`` here; the client's JSON-schema constraint does not."""
+    llm = fast_server.chat_model(max_tokens=96)
+    msgs = [
+        SystemMessage("You are a financial research assistant."),
+        HumanMessage("Tell me about Nordvik Sensors and its revenue in 2024."),
+    ]
+    named = llm.bind_tools([get_revenue, search_filings], tool_choice="get_revenue").invoke(msgs)
+    assert [c["name"] for c in named.tool_calls] == ["get_revenue"]
+    args = named.tool_calls[0]["args"]
+    assert isinstance(args["company"], str) and isinstance(args["year"], int)
+    assert get_revenue.invoke(args)  # valid arguments: the tool runs on them
+    anyone = llm.bind_tools([get_revenue, search_filings], tool_choice="required").invoke(msgs)
+    assert len(anyone.tool_calls) == 1
+    assert anyone.tool_calls[0]["name"] in {"get_revenue", "search_filings"}

@@ -8,15 +8,19 @@ One node per agent, as a LangGraph user would write it without the plugin::
 
 Each node builds its own prompt (the agent's instructions as the system message, its
 inputs as ``## <key>`` blocks) and calls the model once; a researcher runs a real tool
-loop instead: the model with the tools bound, LangGraph's prebuilt ``ToolNode``
-executing each round's tool calls, until the model answers in text or
-:data:`MAX_TOOL_ROUNDS` is reached. The instructions, inputs and tools are read from
+loop instead, written for a model that would rather invent figures than call a tool
+(the embedded 1.5B model does, asked with ``tool_choice="auto"``): it *gathers* with
+the tools bound and ``tool_choice="required"``, LangGraph's prebuilt ``ToolNode``
+executing each round's calls, until a round brings no new call (a repeat, or a text
+reply) or :data:`MAX_TOOL_ROUNDS` is reached; then it *answers*, one turn with tool
+use switched off (:data:`ANSWER_PROMPT`). The instructions, inputs and tools are read from
 the declared pipeline (:func:`.pipeline.build_due_diligence`), so every arm asks the
 same questions of the same data.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +39,21 @@ from benchmarks.due_diligence.scripted import scripted_due_diligence
 from benchmarks.due_diligence.tools import FINANCIAL_TOOLS
 from langgraph_capsules.agents import AgentSpec, agent_spec
 
-__all__ = ["AGENTS", "MAX_TOOL_ROUNDS", "agent_specs", "build_handwritten", "user_message"]
+__all__ = [
+    "AGENTS",
+    "ANSWER_PROMPT",
+    "MAX_TOOL_ROUNDS",
+    "agent_specs",
+    "build_handwritten",
+    "user_message",
+]
 
 MAX_TOOL_ROUNDS = 6
-"""Model turns a researcher may take (list_metrics, one round of queries, the answer,
-and room for a retry after a tool error)."""
+"""Model turns a researcher may take, the answer included (list_metrics, queries one
+per turn for a model that calls one tool at a time, and the answer)."""
+
+ANSWER_PROMPT = "Write your report now, from the tool results above."
+"""The researcher's last turn, with tool use off: the report from the gathered data."""
 
 AGENTS: tuple[str, ...] = ("scoping", *RESEARCHERS, *ANALYSTS, "investment_writer")
 """The agents in pipeline order."""
@@ -70,8 +84,13 @@ def _plain_node(llm: BaseChatModel, spec: AgentSpec) -> Callable[[DDState], dict
     return node
 
 
+def _call_key(call: Any) -> str:
+    return json.dumps([call["name"], call["args"]], sort_keys=True, default=str)
+
+
 def _tool_node(llm: BaseChatModel, spec: AgentSpec) -> Callable[[DDState], dict[str, Any]]:
-    bound = llm.bind_tools(list(FINANCIAL_TOOLS))
+    gather = llm.bind_tools(list(FINANCIAL_TOOLS), tool_choice="required")
+    answer = llm.bind_tools(list(FINANCIAL_TOOLS), tool_choice="none")
     run_tools = ToolNode(list(FINANCIAL_TOOLS))
 
     def node(state: DDState) -> dict[str, Any]:
@@ -79,14 +98,18 @@ def _tool_node(llm: BaseChatModel, spec: AgentSpec) -> Callable[[DDState], dict[
             SystemMessage(spec.instructions),
             HumanMessage(user_message(spec, state)),
         ]
-        reply = AIMessage("")
-        for _ in range(MAX_TOOL_ROUNDS):
-            reply = bound.invoke(convo)
-            convo.append(reply)
-            if not isinstance(reply, AIMessage) or not reply.tool_calls:
+        asked: set[str] = set()
+        for _ in range(MAX_TOOL_ROUNDS - 1):
+            reply = gather.invoke(convo)
+            calls = reply.tool_calls if isinstance(reply, AIMessage) else []
+            new = {_call_key(c) for c in calls} - asked
+            if not new:  # nothing new to fetch: the data is in
                 break
+            asked |= new
+            convo.append(reply)
             convo.extend(run_tools.invoke({"messages": convo})["messages"])
-        return {spec.writes[0]: _text(reply)}
+        final = answer.invoke([*convo, HumanMessage(ANSWER_PROMPT)])
+        return {spec.writes[0]: _text(final)}
 
     return node
 

@@ -483,9 +483,13 @@ class LocalServer:
 
         Returns:
             A client with ``stream_usage=True`` whose profile gives one slot's context
-            as its ``max_input_tokens`` (so merged calls are sized to fit it).
+            as its ``max_input_tokens`` (so merged calls are sized to fit it), and
+            which sends a forced ``tool_choice`` as a JSON-schema constraint
+            (``constrain_forced_calls``): the server ignores ``tool_choice`` itself.
         """
         chat_kwargs.setdefault("profile", {"max_input_tokens": self.n_ctx // self.n_parallel})
+        # llama.cpp reads the json_schema field: a forced tool_choice becomes a constraint
+        chat_kwargs.setdefault("constrain_forced_calls", True)
         return _chat_openai(
             base_url=self.base_url,
             api_key=chat_kwargs.pop("api_key", "sk-local"),

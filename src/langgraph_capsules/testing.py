@@ -132,7 +132,8 @@ class ScriptedChatModel(BaseChatModel):
     honor_max_tokens: bool = True
     tool_calls_for: Callable[[list[BaseMessage]], list[dict[str, Any]] | None] | None = None
     """With tools bound: the tool calls to emit for these messages (``None`` or ``[]``:
-    answer in text, or the forced tool's structured answer). Each call is
+    answer in text, or the forced tool's structured answer). Not asked with
+    ``tool_choice="none"``: the reply is text, as a provider's is. Each call is
     ``{"name": ..., "args": {...}}``; ids are added."""
     structured_answers: dict[str, Any] = Field(default_factory=dict)
     """Per schema name (pydantic class, ``json_schema`` name or tool name): the object
@@ -318,7 +319,12 @@ class ScriptedChatModel(BaseChatModel):
             raise ScriptedError(f"scripted failure on call {index}")
         turn = parse_sequential_turn(messages) if not merged else None
         tool_calls = None
-        if kwargs.get("tools") and self.tool_calls_for is not None and not merged:
+        if (
+            kwargs.get("tools")
+            and kwargs.get("tool_choice") != "none"  # as providers do: no calls at all
+            and self.tool_calls_for is not None
+            and not merged
+        ):
             tool_calls = self.tool_calls_for(list(messages))
         extra: dict[str, Any] = {}
         if tool_calls:

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "ToolTextChatOpenAI",
     "answered_calls",
+    "forced_call_schema",
     "parse_tool_calls",
     "schema_error",
     "tool_schemas",
@@ -106,6 +107,73 @@ def tool_schemas(tools: Iterable[Any]) -> dict[str, dict[str, Any]]:
             continue
         params = spec.get("parameters", spec.get("input_schema"))
         out[name] = dict(params) if isinstance(params, Mapping) else {"type": "object"}
+    return out
+
+
+def forced_call_schema(tools: Iterable[Any], tool_choice: Any) -> dict[str, Any] | None:
+    """The JSON schema of one written call that ``tool_choice`` forces, or None.
+
+    ``"required"`` and ``"any"`` force a call of any bound tool; a tool name, or
+    ``{"type": "function", "function": {"name": ...}}``, forces that tool. The schema
+    describes the object the parser reads, ``{"name": <tool>, "arguments": {...}}``,
+    with each tool's own argument schema (its ``$defs`` moved to the root so references
+    still resolve). A server that constrains decoding to a JSON schema (llama.cpp's
+    ``json_schema`` request field) then cannot answer with anything but such a call.
+
+    Args:
+        tools: The bound tools (anything :func:`tool_schemas` reads).
+        tool_choice: The request's ``tool_choice``.
+
+    Returns:
+        The schema; None when ``tool_choice`` forces nothing (absent, ``"auto"``,
+        ``"none"``), names no bound tool, or the tools' ``$defs`` clash.
+
+    Example:
+        >>> tools = [{"name": "lookup", "parameters": {
+        ...     "type": "object", "properties": {"q": {"type": "string"}}}}]
+        >>> forced_call_schema(tools, "required")["properties"]["name"]
+        {'const': 'lookup'}
+        >>> forced_call_schema(tools, "auto") is None
+        True
+    """
+    forced: Any = None
+    if isinstance(tool_choice, Mapping):
+        fn = tool_choice.get("function")
+        forced = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
+    elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none"):
+        forced = None if tool_choice in ("required", "any") else tool_choice
+    else:
+        return None
+    schemas = tool_schemas(tools)
+    if forced is not None:
+        schemas = {n: p for n, p in schemas.items() if n == forced}
+    defs: dict[str, Any] = {}
+    alternatives = []
+    for name, params in schemas.items():
+        args = dict(params)
+        for key in ("$defs", "definitions"):
+            for def_name, body in (args.pop(key, None) or {}).items():
+                if defs.setdefault(def_name, body) != body:
+                    return None  # two tools define one name differently
+        alternatives.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": name}, "arguments": args},
+                "required": ["name", "arguments"],
+            }
+        )
+    if not alternatives:
+        return None
+    schema: dict[str, Any] = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+    if defs:
+        schema = {**schema, "$defs": defs}
+    return _defs_at_root(schema)
+
+
+def _defs_at_root(schema: dict[str, Any]) -> dict[str, Any]:
+    """Point ``#/definitions/X`` references at ``#/$defs/X`` (where the defs now are)."""
+    text = json.dumps(schema).replace('"#/definitions/', '"#/$defs/')
+    out: dict[str, Any] = json.loads(text)
     return out
 
 
@@ -699,11 +767,37 @@ class ToolTextChatOpenAI(ChatOpenAI):
 
     parse_tool_text: bool = True
     """Parse written tool calls (set False for plain ``ChatOpenAI`` behaviour)."""
+    constrain_forced_calls: bool = False
+    """Send a forced ``tool_choice`` (``"required"``, ``"any"`` or a tool name) also as a
+    JSON-schema constraint on the reply (:func:`forced_call_schema` in llama.cpp's
+    ``json_schema`` request field), so that a model which ignores ``tool_choice`` must
+    still write one call of a bound tool. Only for servers that read that field:
+    ``lc.local`` turns it on for the embedded llama.cpp server, which (measured on
+    Qwen2.5-Coder with xllamacpp 2026.10) answers ``tool_choice="required"`` with prose."""
     allow_repeated_calls: bool = False
     """Take a written call even when the conversation already holds a result for the
     same call (same name and arguments). Off by default: the small models tend to
     repeat their last call after its result, which would loop forever; such a repeat
     stays text, so the loop ends with it as the answer."""
+
+    def _get_request_payload(
+        self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        extra = payload.get("extra_body") or {}
+        if (
+            self.constrain_forced_calls
+            and payload.get("tools")
+            and "response_format" not in payload
+            and not {"json_schema", "grammar"} & set(extra)
+        ):
+            schema = forced_call_schema(payload["tools"], payload.get("tool_choice"))
+            if schema is not None:
+                payload["extra_body"] = {**extra, "json_schema": schema}
+                # the server's own tool grammar would clash with the schema: the schema
+                # forces the call, the client's parser reads it
+                payload.pop("tool_choice", None)
+        return payload
 
     def _plan(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> _Plan | None:
         if not self.parse_tool_text:
