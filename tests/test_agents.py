@@ -210,6 +210,77 @@ def test_auto_picks_two_phase_for_a_tool_group() -> None:
     assert [o["tier"] for o in capsules.observations(group)] == ["fine", "fine", "two_phase"]
 
 
+@tool
+def headcount(company: str) -> str:
+    """Employees of a company at the end of 2024."""
+    if company == "Failing":
+        raise ConnectionError("filings service unreachable")
+    return "412 employees (2024)"
+
+
+def _stubborn(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """A model under a forced tool_choice: revenue, then headcount, then headcount forever."""
+    if not any(m.type == "tool" for m in messages):
+        return [{"name": "revenue", "args": {"company": "Nordvik"}}]
+    return [{"name": "headcount", "args": {"company": "Nordvik"}}]
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_required_tool_choice_gathers_until_nothing_is_new_then_answers(how: str) -> None:
+    import asyncio
+
+    scripted = ScriptedChatModel(tool_calls_for=_stubborn, respond=lambda t: "answer")
+    extra = {"entities": {"tools": [revenue, headcount], "tool_choice": "required"}}
+    app = _app(scripted, **extra).compile()
+    out = app.invoke({"doc": DOC}) if how == "invoke" else asyncio.run(app.ainvoke({"doc": DOC}))
+    looped = [c for c in scripted.calls if c.kwargs.get("tools")]
+    # revenue, headcount, the repeat (not run), then the answer with tool use off
+    assert [c.kwargs.get("tool_choice") for c in looped] == ["required"] * 3 + ["none"]
+    last = looped[-1].messages
+    assert str(last[-1].content) == lc.agents.ANSWER_PROMPT
+    results = [str(m.content) for m in last if m.type == "tool"]
+    assert results == ["NOK 482 million (2024)", "412 employees (2024)"]
+    assert out["entities"] == "answer" and out["brief"]
+
+
+def test_required_tool_choice_reports_a_failing_tool_and_stops_at_the_limit() -> None:
+    def always_new(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+        done = sum(m.type == "tool" for m in messages)
+        return [{"name": "headcount", "args": {"company": "Failing" if done == 0 else f"C{done}"}}]
+
+    scripted = ScriptedChatModel(tool_calls_for=always_new, respond=lambda t: "partial")
+    node = lc.agent(
+        "Count the staff.",
+        reads=["doc"],
+        writes="staff",
+        tools=[headcount],
+        tool_choice="required",
+        llm=scripted,
+    )
+    assert node({"doc": DOC}, {}) == {"staff": "partial"}
+    looped = scripted.calls
+    assert len(looped) == lc.agents.MAX_TOOL_ROUNDS  # gathering turns, then the answer
+    assert looped[-1].kwargs.get("tool_choice") == "none"
+    first_result = next(m for m in looped[-1].messages if m.type == "tool")
+    assert "ConnectionError: filings service unreachable" in str(first_result.content)
+
+
+def test_two_phase_gathers_under_a_required_tool_choice() -> None:
+    scripted = ScriptedChatModel(tool_calls_for=_stubborn, respond=lambda t: "gathered")
+    extra = {"entities": {"tools": [revenue, headcount], "tool_choice": "required"}}
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), **extra))
+    out = capsules.compile().invoke(
+        {"doc": DOC}, {"configurable": {"capsules": {"mode": "two_phase"}}}
+    )
+    gather = [c for c in scripted.calls if c.kwargs.get("tools")]
+    assert [c.kwargs.get("tool_choice") for c in gather] == ["required"] * 3 + ["none"]
+    assert GATHER_INSTRUCTION in "".join(_texts(gather[0]))
+    assert len(scripted.merged_calls) == 1 and "gathered" in "".join(
+        _texts(scripted.merged_calls[0])
+    )
+    assert out["entities"] and capsules.history()[-1]["tier"] == "two_phase"
+
+
 # ---------------------------------------------------------- structured output
 class Facts(BaseModel):
     company: str
@@ -242,6 +313,8 @@ def test_structured_output_fine_and_compound() -> None:
         ({"reads": ["a"], "writes": "a"}, "both read and written"),
         ({"reads": ["a"], "writes": ["x", "y"]}, "need an output_schema"),
         ({"reads": ["a"], "writes": ["x", "y"], "output_schema": Facts}, "not fields of Facts"),
+        ({"reads": ["a"], "writes": "x", "tool_choice": "any"}, "tool_choice must be"),
+        ({"reads": ["a"], "writes": "x", "tool_choice": "required"}, "needs tools"),
     ],
 )
 def test_bad_declarations_are_named(kwargs: dict[str, Any], problem: str) -> None:

@@ -36,7 +36,7 @@ from benchmarks.due_diligence.pipeline import (  # noqa: E402
 )
 from benchmarks.due_diligence.scripted import scripted_due_diligence  # noqa: E402
 from benchmarks.due_diligence.tools import list_metrics, query_financials  # noqa: E402
-from langgraph_capsules.agents import GATHER_INSTRUCTION  # noqa: E402
+from langgraph_capsules.agents import ANSWER_PROMPT, GATHER_INSTRUCTION  # noqa: E402
 from langgraph_capsules.testing import ScriptedCall, ScriptedChatModel  # noqa: E402
 
 OUTPUT_KEYS = [output_key(n) for n in (*RESEARCHERS, *ANALYSTS, "investment_writer")]
@@ -173,9 +173,11 @@ async def test_the_app_runs_standalone_and_really_queries_sqlite(
     state = initial_state("kelvara")
     out = await app.ainvoke(state) if use_async else app.invoke(state)
 
-    # each researcher: list_metrics, then query_financials per metric, then a text answer
+    # each researcher (tool_choice="required"): list_metrics, then query_financials per
+    # metric, a turn with nothing new, then the answer with tool use off
     looped = _tool_bound(llm)
-    assert len(looped) == 3 * 3 and len(llm.calls) == 1 + 9 + 3 + 1
+    assert len(looped) == 3 * 4 and len(llm.calls) == 1 + 12 + 3 + 1
+    assert [c.kwargs.get("tool_choice") for c in looped].count("none") == 3
     emitted = _emitted(llm)
     assert sorted(emitted) == ["list_metrics"] * 3 + ["query_financials"] * 6
     assert len(opened) == 3 + 6  # every tool call opened the SQLite file
@@ -204,10 +206,12 @@ def test_unknown_company_errors_reach_the_model_as_text(mode: str) -> None:
     known = ", ".join(dataset.company_ids())
     expected = f"error: unknown company 'Acme Fintech Inc.'; known companies: {known}"
     assert [r for r in _tool_results(llm) if r.startswith("error: ")] == [expected] * 3
-    # each researcher's loop: list_metrics -> the error as a ToolMessage -> a text answer
-    answers = [c for c in _tool_bound(llm) if c.text]
+    # each researcher's loop: list_metrics -> the error as a ToolMessage -> a turn with
+    # nothing new -> the answer, asked with tool use off right after the error
+    answers = [c for c in _tool_bound(llm) if c.kwargs.get("tool_choice") == "none"]
     assert len(answers) == 3
-    assert all(isinstance(c.messages[-1], ToolMessage) for c in answers)
+    assert all(isinstance(c.messages[-2], ToolMessage) for c in answers)
+    assert all(c.messages[-1].content == ANSWER_PROMPT for c in answers)
     assert _emitted(llm) == ["list_metrics"] * 3
     for name in RESEARCHERS:
         assert f"- {expected}" in out[output_key(name)]
@@ -237,7 +241,7 @@ def test_two_phase_gathers_with_tools_then_makes_one_merged_call_per_group() -> 
     out, llm, capsules = _capsules({"groups": {"research": "two_phase", "analysis": "standard"}})
     # phase A: every researcher's own tool loop, under the gather-only instruction
     gather = _tool_bound(llm)
-    assert len(gather) == 9
+    assert len(gather) == 3 * 4  # list, query, nothing new, the summary (tool use off)
     for call in gather:
         system = "\n".join(str(m.content) for m in call.messages if isinstance(m, SystemMessage))
         assert GATHER_INSTRUCTION in system
@@ -250,7 +254,7 @@ def test_two_phase_gathers_with_tools_then_makes_one_merged_call_per_group() -> 
     research_prompt = _text(merged[0])
     assert research_prompt.count("## gathered data") == 3
     assert "Corvanta Materials S.A. debt 2023: PLN 372 million" in research_prompt
-    assert len(calls) == 1 + 9 + 1 + 1 + 1  # scoping, phase A, two merged calls, writer
+    assert len(calls) == 1 + 12 + 1 + 1 + 1  # scoping, phase A, two merged calls, writer
     history = {h["group"]: h for h in capsules.history()}
     assert history["research"]["tier"] == "two_phase" and history["research"]["fallback"] == []
     assert history["analysis"]["tier"] == "standard" and history["analysis"]["fallback"] == []
@@ -262,7 +266,7 @@ def test_two_phase_gathers_with_tools_then_makes_one_merged_call_per_group() -> 
 def test_standard_drops_the_tools_and_scores_lower_than_fine() -> None:
     fine, fine_llm = _fine()
     out, llm, _ = _capsules({"mode": "compound"})
-    assert len(_tool_bound(fine_llm)) == 9
+    assert len(_tool_bound(fine_llm)) == 3 * 4
     assert _tool_bound(llm) == [] and _tool_results(llm) == []  # tool loss: no tool call
     assert [c.tasks for c in llm.merged_calls] == [3, 3] and len(llm.calls) == 4
     for name in RESEARCHERS:

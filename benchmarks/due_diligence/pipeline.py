@@ -212,6 +212,7 @@ def build_due_diligence(llm: BaseChatModel) -> StateGraph[Any, Any, Any, Any]:
                 reads=["company", "scope"],
                 writes=output_key(name),
                 tools=FINANCIAL_TOOLS,
+                tool_choice="required",  # the embedded models answer from memory otherwise
                 llm=model,
                 name=name,
             ),

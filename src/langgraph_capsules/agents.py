@@ -54,6 +54,7 @@ from langgraph_capsules.model import CapsuleChatModel
 
 __all__ = [
     "AGENT_ATTR",
+    "ANSWER_PROMPT",
     "GATHER_INSTRUCTION",
     "MAX_TOOL_ROUNDS",
     "AgentNode",
@@ -77,6 +78,10 @@ GATHER_INSTRUCTION = (
     "compact summary of the data you found (numbers and names exactly as returned). Do "
     "not analyse it yet."
 )
+ANSWER_PROMPT = "Write your answer now, from the tool results above."
+"""The last turn of a ``tool_choice="required"`` tool loop, sent with tool use off."""
+TOOL_CHOICES = ("auto", "required")
+"""How a declared agent's tool loop asks for tool calls (see :func:`agent`)."""
 _CONTEXT_HEAD = "CONTEXT:"
 _JSON_HINT = "Reply with one JSON object only, matching this JSON schema:\n{schema}"
 
@@ -107,6 +112,9 @@ class AgentSpec:
     context: str = "predecessor_only"
     """In a linear chain inside a capsule graph: ``predecessor_only`` hides declared reads
     written further up the chain; ``full`` keeps them (:mod:`langgraph_capsules.context`)."""
+    tool_choice: str = "auto"
+    """``auto``: the model decides when to call; ``required``: it must call until a turn
+    brings nothing new, then answers with tool use off (:func:`agent`)."""
 
 
 def _block(key: str, value: Any) -> str:
@@ -167,29 +175,56 @@ def _text(message: Any) -> str:
 
 
 def _tool_loop(
-    llm: Any, tools: Sequence[BaseTool], messages: list[BaseMessage], kwargs: dict[str, Any]
+    llm: Any,
+    tools: Sequence[BaseTool],
+    messages: list[BaseMessage],
+    kwargs: dict[str, Any],
+    tool_choice: str = "auto",
 ) -> tuple[AIMessage, list[BaseMessage]]:
-    """Run the model with tools until it answers in text (or :data:`MAX_TOOL_ROUNDS`)."""
+    """Run the model with tools until it answers in text (or :data:`MAX_TOOL_ROUNDS`).
+
+    With ``tool_choice="required"`` every turn must call a tool; the loop gathers until
+    a turn brings no call it has not run yet (or one turn before the limit), then asks
+    for the answer (:data:`ANSWER_PROMPT`) in one turn with ``tool_choice="none"``.
+    """
     by_name = {t.name: t for t in tools}
-    bound = llm.bind_tools(list(tools))
+    forced = tool_choice == "required"
+    bound = llm.bind_tools(list(tools), **({"tool_choice": "required"} if forced else {}))
     convo = list(messages)
     reply: AIMessage = AIMessage("")
-    for _ in range(MAX_TOOL_ROUNDS):
+    ran: set[str] = set()
+    for _ in range(MAX_TOOL_ROUNDS - 1 if forced else MAX_TOOL_ROUNDS):
         reply = bound.invoke(convo, **kwargs)
+        keys = {_call_key(c) for c in reply.tool_calls}
+        if forced and not keys - ran:
+            break  # nothing new to fetch: the answer comes next
+        ran |= keys
         convo.append(reply)
         if not reply.tool_calls:
             return reply, convo
         for call in reply.tool_calls:
-            found = by_name.get(call["name"])
-            if found is None:
-                result = f"error: no tool named {call['name']!r}"
-            else:
-                try:
-                    result = found.invoke(call["args"])
-                except Exception as e:  # a failing tool is reported to the model
-                    result = f"error: {type(e).__name__}: {e}"
-            convo.append(ToolMessage(str(result), tool_call_id=call["id"] or ""))
+            convo.append(ToolMessage(_run_tool(by_name, call), tool_call_id=call["id"] or ""))
+    if not forced:
+        return reply, convo
+    answer = llm.bind_tools(list(tools), tool_choice="none")
+    convo.append(HumanMessage(ANSWER_PROMPT))
+    reply = answer.invoke(convo, **kwargs)
+    convo.append(reply)
     return reply, convo
+
+
+def _call_key(call: Mapping[str, Any]) -> str:
+    return json.dumps([call["name"], call["args"]], sort_keys=True, default=str)
+
+
+def _run_tool(by_name: Mapping[str, BaseTool], call: Mapping[str, Any]) -> str:
+    found = by_name.get(call["name"])
+    if found is None:
+        return f"error: no tool named {call['name']!r}"
+    try:
+        return str(found.invoke(call["args"]))
+    except Exception as e:  # a failing tool is reported to the model
+        return f"error: {type(e).__name__}: {e}"
 
 
 def _outputs(spec: AgentSpec, text: str | None, parsed: Any) -> dict[str, Any]:
@@ -229,7 +264,7 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
             gather = build_messages(
                 spec, state, shared=shared, extra_instruction=GATHER_INSTRUCTION
             )
-            reply, _ = _tool_loop(llm, spec.tools, gather, kwargs)
+            reply, _ = _tool_loop(llm, spec.tools, gather, kwargs, spec.tool_choice)
             gathered = _text(reply)
         msgs = build_messages(
             spec, state, shared=shared, gathered=gathered, extra_instruction=json_hint
@@ -246,7 +281,7 @@ def _run(spec: AgentSpec, state: Mapping[str, Any], config: RunnableConfig) -> d
         structured = llm.with_structured_output(schema).invoke(msgs, **kwargs)
         return _outputs(spec, None, structured)
     if spec.tools:
-        reply, _ = _tool_loop(llm, spec.tools, msgs, kwargs)
+        reply, _ = _tool_loop(llm, spec.tools, msgs, kwargs, spec.tool_choice)
         text = _text(reply)
     else:
         text = _text(llm.invoke(msgs, **kwargs))
@@ -278,6 +313,7 @@ def agent(
     name: str | None = None,
     max_tokens: int | None = None,
     context: str = "predecessor_only",
+    tool_choice: str = "auto",
 ) -> AgentNode:
     """Declare an agent; returns an ordinary LangGraph node function.
 
@@ -299,6 +335,11 @@ def agent(
         context: In a linear chain inside a capsule graph, ``predecessor_only`` (the
             default) hides declared reads written by agents further up the chain;
             ``full`` keeps every declared read.
+        tool_choice: How the tool loop asks for calls. ``auto`` (the default): the
+            model calls tools until it answers in text. ``required``: every turn must
+            call a tool, until a turn brings no call not yet run; then one more turn,
+            with tool use off, asks for the answer. For models that answer from memory
+            instead of calling (the embedded models do; their client forces the call).
 
     Returns:
         The node function; its :class:`AgentSpec` is at ``node.capsule_agent``.
@@ -336,6 +377,10 @@ def agent(
         problems.append("max_tokens must be >= 1")
     if context not in ("predecessor_only", "full"):
         problems.append(f"context must be 'predecessor_only' or 'full', got {context!r}")
+    if tool_choice not in TOOL_CHOICES:
+        problems.append(f"tool_choice must be 'auto' or 'required', got {tool_choice!r}")
+    elif tool_choice == "required" and not tools:
+        problems.append("tool_choice='required' needs tools")
     node_name = name or (writes_t[0] if writes_t else "agent")
     if problems:
         raise CapsuleConfigError(
@@ -354,6 +399,7 @@ def agent(
         llm=model,
         max_tokens=max_tokens,
         context=context,
+        tool_choice=tool_choice,
     )
 
     def node(state: Any, config: RunnableConfig) -> dict[str, Any]:
