@@ -310,10 +310,11 @@ def render_report(
         "(benchmarks/pricing.py; sheets in benchmarks/price_sheets.json):",
         *(f"  - {p['label']}: {p['date']}, {p['source']}" for p in summary["price_sheets"]),
         "",
-        "The LangGraph and capsules arms run the three researchers and the three analysts "
-        "in parallel (LangGraph fan-out); the DSPy program runs its stages one after the "
-        "other, as a DSPy forward does, so wall times differ by more than the calls. A "
-        "|Δquality| within the MDD is indistinguishable from noise; one run gives no MDD.",
+        "Every arm runs the three researchers, then the three analysts, concurrently "
+        "(LangGraph's fan-out; the DSPy program in threads, one pipeline step at a time), "
+        "so wall times compare like with like; within one agent, tool-loop turns and ReAct "
+        "steps run one after the other. A |Δquality| within the MDD is indistinguishable "
+        "from noise; one run gives no MDD.",
         "",
         "![quality vs total tokens](quality_vs_tokens.png)",
     ]
