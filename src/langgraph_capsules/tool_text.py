@@ -136,14 +136,9 @@ def forced_call_schema(tools: Iterable[Any], tool_choice: Any) -> dict[str, Any]
         >>> forced_call_schema(tools, "auto") is None
         True
     """
-    forced: Any = None
-    if isinstance(tool_choice, Mapping):
-        fn = tool_choice.get("function")
-        forced = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
-    elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none"):
-        forced = None if tool_choice in ("required", "any") else tool_choice
-    else:
+    if not isinstance(tool_choice, (str, Mapping)) or tool_choice in ("auto", "none"):
         return None
+    forced = _forced_name(tool_choice)
     schemas = tool_schemas(tools)
     if forced is not None:
         schemas = {n: p for n, p in schemas.items() if n == forced}
@@ -168,6 +163,16 @@ def forced_call_schema(tools: Iterable[Any], tool_choice: Any) -> dict[str, Any]
     if defs:
         schema = {**schema, "$defs": defs}
     return _defs_at_root(schema)
+
+
+def _forced_name(choice: Any) -> Any:
+    """The tool a ``tool_choice`` names (a name, or an OpenAI/Anthropic dict), else None."""
+    if isinstance(choice, Mapping):
+        fn = choice.get("function")
+        return fn.get("name") if isinstance(fn, Mapping) else choice.get("name")
+    if isinstance(choice, str) and choice not in ("auto", "none", "required", "any"):
+        return choice
+    return None
 
 
 def _defs_at_root(schema: dict[str, Any]) -> dict[str, Any]:
@@ -612,12 +617,7 @@ def _plan_for(
     if choice == "none":
         return None
     bound = [{"name": n, "parameters": s} for n, s in tool_schemas(tools).items()]
-    forced = None
-    if isinstance(choice, Mapping):
-        fn = choice.get("function")
-        forced = fn.get("name") if isinstance(fn, Mapping) else choice.get("name")
-    elif isinstance(choice, str) and choice not in ("auto", "required", "any"):
-        forced = choice
+    forced = _forced_name(choice)
     if isinstance(forced, str) and any(t["name"] == forced for t in bound):
         bound = [t for t in bound if t["name"] == forced]
     if not bound:
