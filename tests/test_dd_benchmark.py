@@ -161,12 +161,32 @@ def test_the_hand_written_app_has_one_node_per_agent_and_a_tool_loop() -> None:
     answers = [c for c in researcher_calls if c.kwargs.get("tool_choice") == "none"]
     assert all(str(c.messages[-1].content) == ANSWER_PROMPT for c in answers)
     assert str(llm.calls[0].messages[0].content) == specs["scoping"].instructions
+    # each researcher's task (its metrics) is in its user turn, not its instructions
+    for name, (_, metrics) in RESEARCHERS.items():
+        own = specs[name].instructions
+        first = next(c for c in researcher_calls if c.messages[0].content == own)
+        assert "Metrics to query" not in specs[name].instructions
+        assert f"Metrics to query: {', '.join(metrics)}." in str(first.messages[1].content)
     # capsules fine over the same builder gives exactly the same outputs
     capsules = lc.capsulize(build_handwritten(scripted_due_diligence()), groups=DD_GROUPS)
     fine = capsules.compile().invoke(
         initial_state("quorvia"), {"configurable": {"capsules": {"mode": "fine"}}}
     )
     assert fine == out
+
+
+def test_the_shipped_scripted_program_matches_the_pipelines_prompts(
+    dspy_arm: ModuleType,
+) -> None:
+    """The committed program of the offline dry run was compiled for today's prompts
+    (recompile it with ``capsules bench dd --model scripted --compile`` when they change)."""
+    loaded = dspy_arm.load_compiled(dspy_arm.program_path("scripted"))
+    assert loaded is not None
+    program, info = loaded
+    assert not set(info["budget"]["companies"]) & set(HELD_OUT)
+    react = program.balance_sheet_researcher.react
+    own = agent_specs()["balance_sheet_researcher"].instructions
+    assert react.signature.instructions.startswith(own)
 
 
 # ------------------------------------------------------------------------ DSPy accounting
@@ -389,6 +409,16 @@ def test_compile_saves_and_reloads_a_program(tmp_path: Path, dspy_arm: ModuleTyp
     assert {n: [dict(d) for d in p.demos] for n, p in again.named_predictors()} == demos
     assert "Corvanta Materials S.A." in demos["investment_writer.predict"][0]["memo"]
     assert dspy_arm.load_compiled(tmp_path / "absent.json") is None
+    # a program compiled for other prompts is refused, naming the fix
+    sidecar = path.with_suffix(".compile.json")
+    record = json.loads(sidecar.read_text())
+    assert record["specs_digest"] == dspy_arm.specs_digest()
+    sidecar.write_text(json.dumps({**record, "specs_digest": "0" * 16}))
+    with pytest.raises(dspy_arm.StaleProgramError, match=r"other agent prompts.*--compile"):
+        dspy_arm.load_compiled(path)
+    with pytest.raises(dspy_arm.StaleProgramError):
+        runner.compiled_program(lm, "qwen2.5-coder-1.5b", programs_dir=tmp_path)
+    sidecar.write_text(json.dumps(record))
 
     # the runner loads the saved program, and recompiles only when told to
     found, note = runner.compiled_program(lm, "qwen2.5-coder-1.5b", programs_dir=tmp_path)

@@ -195,7 +195,8 @@ def test_unknown_company_errors_reach_the_model_as_text(mode: str) -> None:
     """A tool error is a tool result the model reads, never an exception: standalone
     and in two_phase's phase A."""
     llm = scripted_due_diligence()
-    acme: dict[str, Any] = {"company": "Acme Fintech Inc.", "mandate": "Assess Acme."}
+    tasks = {k: v for k, v in initial_state("kelvara").items() if k.endswith("_task")}
+    acme: dict[str, Any] = {**tasks, "company": "Acme Fintech Inc.", "mandate": "Assess Acme."}
     if mode == "plain":
         out = build_due_diligence(llm).compile().invoke(acme)
     else:

@@ -41,6 +41,7 @@ model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -82,7 +83,7 @@ from benchmarks.due_diligence.dataset import (
 )
 from benchmarks.due_diligence.handwritten import AGENTS, MAX_TOOL_ROUNDS, agent_specs
 from benchmarks.due_diligence.judge import score_run
-from benchmarks.due_diligence.pipeline import DD_GROUPS, initial_state
+from benchmarks.due_diligence.pipeline import DD_GROUPS, INPUTS, initial_state
 from benchmarks.due_diligence.scripted import scripted_due_diligence
 from benchmarks.due_diligence.tools import FINANCIAL_TOOLS
 from langgraph_capsules.agents import AgentSpec
@@ -94,12 +95,14 @@ __all__ = [
     "DueDiligenceProgram",
     "RecordingLM",
     "ScriptedDSPyLM",
+    "StaleProgramError",
     "call_record",
     "compile_program",
     "endpoint_lm",
     "load_compiled",
     "program_path",
     "save_compiled",
+    "specs_digest",
     "stage",
 ]
 
@@ -388,8 +391,8 @@ def _signature(spec: AgentSpec) -> type[dspy.Signature]:
 class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
     """The due-diligence pipeline as a DSPy program (one module per agent).
 
-    Call it with ``company`` and ``mandate`` (:func:`.pipeline.initial_state`); it
-    returns a ``dspy.Prediction`` holding every agent's output key and
+    Call it with the input state (:func:`.pipeline.initial_state`: company, mandate and
+    the researchers' tasks); it returns a ``dspy.Prediction`` holding every agent's output key and
     ``failed_stages``: the agents whose reply no DSPy adapter could parse (their output
     is empty and the run goes on, so the judge scores what is left, as a LangGraph run
     scores an agent that wrote nothing useful; their calls are counted).
@@ -423,8 +426,11 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
         with stage(name):
             return getattr(self, name)(**{k: state.get(k, "") for k in reads})
 
-    def forward(self, company: str, mandate: str) -> dspy.Prediction:
-        state: dict[str, str] = {"company": company, "mandate": mandate}
+    def forward(self, **inputs: str) -> dspy.Prediction:
+        missing = [k for k in INPUTS if k not in inputs]
+        if missing:
+            raise TypeError(f"missing inputs {missing}; pass initial_state(company)")
+        state: dict[str, str] = dict(inputs)
         failed: list[str] = []
         for step in self.steps():
             with ThreadPoolExecutor(max_workers=len(step)) as pool:
@@ -442,7 +448,7 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
                         state[writes] = ""
                         continue
                     state[writes] = str(getattr(pred, writes, "") or "")
-        outputs = {k: v for k, v in state.items() if k not in ("company", "mandate")}
+        outputs = {k: v for k, v in state.items() if k not in inputs}
         return dspy.Prediction(**outputs, failed_stages=failed)
 
 
@@ -501,7 +507,7 @@ def compile_program(
             f"{bad}; use development companies only: {development_ids()}"
         )
     trainset = [
-        dspy.Example(company_id=c, **initial_state(c)).with_inputs("company", "mandate")
+        dspy.Example(company_id=c, **initial_state(c)).with_inputs(*INPUTS)
         for c in budget.companies
     ]
     scored: list[tuple[str, float]] = []
@@ -528,6 +534,7 @@ def compile_program(
         "budget_text": budget.text(),
         "model": getattr(lm, "model", "?"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "specs_digest": specs_digest(),
         "demos": {name: len(p.demos) for name, p in program.named_predictors()},
         "scored": [{"company": c, "quality": q} for c, q in scored],
         "calls": len(calls),
@@ -537,6 +544,27 @@ def compile_program(
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     return program, info
+
+
+def specs_digest() -> str:
+    """A short fingerprint of every agent's instructions, inputs, output and tools.
+
+    A compiled program saves its predictors' instructions; loaded after the pipeline's
+    prompts changed, it would run the old prompts. The compile record keeps this digest
+    and :func:`load_compiled` refuses a program whose digest differs.
+    """
+    specs = agent_specs()
+    plan = [
+        [
+            n,
+            specs[n].instructions,
+            list(specs[n].reads),
+            list(specs[n].writes),
+            sorted(t.name for t in specs[n].tools),
+        ]
+        for n in AGENTS
+    ]
+    return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
 
 
 def program_path(model_spec: str, directory: Path = PROGRAMS_DIR) -> Path:
@@ -552,12 +580,27 @@ def save_compiled(program: DueDiligenceProgram, info: dict[str, Any], path: Path
     path.with_suffix(".compile.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+class StaleProgramError(RuntimeError):
+    """A saved program was compiled for other agent prompts than the pipeline's."""
+
+
 def load_compiled(path: Path) -> tuple[DueDiligenceProgram, dict[str, Any]] | None:
-    """The program saved at ``path`` and its compile record (``None`` if absent)."""
+    """The program saved at ``path`` and its compile record (``None`` if absent).
+
+    Raises:
+        StaleProgramError: when the record's :func:`specs_digest` (or the record) is
+            missing or differs from the pipeline's: compile again (``--compile``).
+    """
     if not path.is_file():
         return None
-    program = DueDiligenceProgram()
-    program.load(str(path))
     sidecar = path.with_suffix(".compile.json")
     info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    if info.get("specs_digest") != specs_digest():
+        raise StaleProgramError(
+            f"{path} was compiled for other agent prompts (specs digest "
+            f"{info.get('specs_digest')!r}, the pipeline's is {specs_digest()!r}); "
+            "compile it again with --compile"
+        )
+    program = DueDiligenceProgram()
+    program.load(str(path))
     return program, info

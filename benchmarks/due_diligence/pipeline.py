@@ -31,11 +31,13 @@ from benchmarks.due_diligence.tools import FINANCIAL_TOOLS
 __all__ = [
     "ANALYSTS",
     "DD_GROUPS",
+    "INPUTS",
     "RESEARCHERS",
     "DDState",
     "build_due_diligence",
     "initial_state",
     "output_key",
+    "task_key",
 ]
 
 _PERIOD = f"{YEARS[0]} to {YEARS[-1]}"
@@ -54,11 +56,14 @@ RESEARCHERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 """Research agent -> (role, the metrics it queries)."""
 
+_RESEARCH_TASK = (
+    "Metrics to query: {metrics}. Call query_financials once for each of them, with the "
+    "year left out so that every year comes back."
+)
+
 _RESEARCH_INSTRUCTIONS = (
     "You are the due-diligence {role}. Look up the company's figures in the financials "
-    "database with the tools: first list_metrics for the company, then query_financials "
-    "for each metric, every year.\n"
-    "Metrics to query: {metrics}.\n"
+    "database with the tools, as your task says.\n"
     "Under a one-line heading, report every figure you retrieved as a bullet line, "
     "exactly as the tool wrote it ('<company> <metric> <year>: <value>'). Report tool "
     "errors as they are. Never estimate or invent a figure."
@@ -122,6 +127,9 @@ class DDState(TypedDict, total=False):
     company: str
     mandate: str
     scope: str
+    financial_task: str
+    growth_task: str
+    balance_sheet_task: str
     financial_findings: str
     growth_findings: str
     balance_sheet_findings: str
@@ -145,6 +153,25 @@ def output_key(agent: str) -> str:
     return {"scoping": "scope", "investment_writer": "memo"}[agent]
 
 
+def task_key(researcher: str) -> str:
+    """The input key holding a researcher's task (``growth_researcher`` -> ``growth_task``).
+
+    The task (which metrics to query, and how) is part of the researcher's user turn,
+    not of its instructions: the embedded 1.5B model, with tools bound, follows the
+    user turn and walks the ``list_metrics`` listing in order whatever the system
+    message names (probed on development companies).
+
+    Example:
+        >>> task_key("balance_sheet_researcher")
+        'balance_sheet_task'
+    """
+    return researcher.removesuffix("_researcher") + "_task"
+
+
+INPUTS: tuple[str, ...] = ("company", "mandate", *map(task_key, RESEARCHERS))
+"""The keys of a run's input state (:func:`initial_state`)."""
+
+
 def initial_state(company: str) -> DDState:
     """The inputs of one run: the company's exact name and the mandate.
 
@@ -164,7 +191,10 @@ def initial_state(company: str) -> DDState:
     info = find_company(company)
     if info is None:
         raise KeyError(f"unknown company {company!r}; ids: {company_ids()}")
-    return {"company": info.name, "mandate": MANDATE.format(name=info.name)}
+    state: DDState = {"company": info.name, "mandate": MANDATE.format(name=info.name)}
+    for name, (_, metrics) in RESEARCHERS.items():
+        state[task_key(name)] = _RESEARCH_TASK.format(metrics=", ".join(metrics))  # type: ignore[literal-required]
+    return state
 
 
 def _add(b: StateGraph[Any, Any, Any, Any], node: Callable[..., dict[str, Any]]) -> None:
@@ -204,12 +234,12 @@ def build_due_diligence(llm: BaseChatModel) -> StateGraph[Any, Any, Any, Any]:
         ),
     )
     b.add_edge(START, "scoping")
-    for name, (role, metrics) in RESEARCHERS.items():
+    for name, (role, _) in RESEARCHERS.items():
         _add(
             b,
             lc.agent(
-                _RESEARCH_INSTRUCTIONS.format(role=role, metrics=", ".join(metrics)),
-                reads=["company", "scope"],
+                _RESEARCH_INSTRUCTIONS.format(role=role),
+                reads=["company", "scope", task_key(name)],
                 writes=output_key(name),
                 tools=FINANCIAL_TOOLS,
                 tool_choice="required",  # the embedded models answer from memory otherwise

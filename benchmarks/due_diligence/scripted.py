@@ -5,7 +5,7 @@ careful analyst who follows the pipeline's instructions:
 
 * **Tool calls** (``tool_calls_for``, only when tools are bound). A researcher first
   calls ``list_metrics`` for the company named in its context, then ``query_financials``
-  for each metric its instructions name ("Metrics to query: ...") that the listing
+  for each metric its task names ("Metrics to query: ...") that the listing
   offers, then answers in text. A ``list_metrics`` error (an unknown company) ends the
   loop: the model answers with the error.
 * **Answers** (``respond``), read from the prompt only:
