@@ -281,6 +281,81 @@ def test_two_phase_gathers_under_a_required_tool_choice() -> None:
     assert out["entities"] and capsules.history()[-1]["tier"] == "two_phase"
 
 
+def _flaky_forced_model() -> ScriptedChatModel:
+    """A model under a forced tool_choice whose provider drops the connection once, on
+    the second gathering turn (after the first tool result)."""
+    failed: list[bool] = []
+
+    def calls(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+        results = sum(m.type == "tool" for m in messages)
+        if results == 1 and not failed:
+            failed.append(True)
+            raise ConnectionError("provider reset the connection")
+        name = "revenue" if results == 0 else "headcount"
+        return [{"name": name, "args": {"company": "Nordvik"}}]
+
+    return ScriptedChatModel(tool_calls_for=calls, respond=lambda t: "answer")
+
+
+def _run(app: Any, inputs: Any, config: Any, how: str) -> dict[str, Any]:
+    import asyncio
+
+    if how == "invoke":
+        return dict(app.invoke(inputs, config))
+    return dict(asyncio.run(app.ainvoke(inputs, config)))
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_provider_fault_mid_forced_gather_in_fine_resumes_from_the_checkpoint(
+    how: str,
+) -> None:
+    """The fault surfaces as the node's error (as in the app without capsules); the
+    siblings' outputs are kept in the checkpoint and resuming re-runs only the failed
+    agent, whose gather starts over."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    scripted = _flaky_forced_model()
+    extra = {"entities": {"tools": [revenue, headcount], "tool_choice": "required"}}
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), **extra))
+    app = capsules.compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t1", "capsules": {"mode": "fine"}}}
+    with pytest.raises(ConnectionError, match="provider reset the connection"):
+        _run(app, {"doc": DOC}, config, how)
+    saved = app.get_state(config)
+    done = {k for k in ("entities", "claims", "signals") if saved.values.get(k)}
+    # sync runs let the siblings finish; async cancels the unfinished ones with the step
+    assert "entities" in saved.next and "entities" not in done
+    assert set(saved.next) == {"entities", "claims", "signals"} - done
+    assert how == "ainvoke" or done == {"claims", "signals"}
+    assert capsules.history() == []  # the failed run recorded nothing
+    out = _run(app, None, config, how)
+    assert out["entities"] == "answer" and out["brief"]
+    assert [h["tier"] for h in capsules.history()] == ["fine"]
+    looped = [c for c in scripted.calls if c.kwargs.get("tools")]
+    # the failed gather (revenue, then the fault), then a whole new gather and the answer
+    assert [c.kwargs.get("tool_choice") for c in looped] == ["required"] * 5 + ["none"]
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_provider_fault_mid_forced_gather_in_two_phase_falls_back_to_the_agent(
+    how: str,
+) -> None:
+    scripted = _flaky_forced_model()
+    extra = {"entities": {"tools": [revenue, headcount], "tool_choice": "required"}}
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), **extra))
+    config: Any = {"configurable": {"capsules": {"mode": "two_phase"}}}
+    out = _run(capsules.compile(), {"doc": DOC}, config, how)
+    assert all(out[k] for k in ("entities", "claims", "signals", "brief"))
+    record = capsules.history()[-1]
+    assert record["tier"] == "two_phase" and record["error"] is None
+    assert record["fallback"] == ["entities"]
+    assert (
+        "ConnectionError: provider reset the connection" in record["fallback_reasons"]["entities"]
+    )
+    assert out["entities"] == "answer"  # its own tool loop, run again as its own node
+    assert len(scripted.merged_calls) == 1  # the others stayed merged
+
+
 # ---------------------------------------------------------- structured output
 class Facts(BaseModel):
     company: str
