@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypedDict, cast
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 import httpx
 import pytest
@@ -910,6 +910,87 @@ def test_offline_tool_loop_runs_the_tool_and_ends(mode: str) -> None:
     assert fake.requests[1]["messages"][1]["tool_calls"][0]["function"]["name"] == "get_revenue"
 
 
+class Route(BaseModel):
+    """Where the request goes next."""
+
+    step: Literal["poem", "story", "joke"]
+
+
+class RouteState(TypedDict, total=False):
+    request: str
+    step: str
+    output: str
+
+
+def _router_app(llm: Any, *, use_async: bool) -> Any:
+    """The docs' routing workflow: a router asks for structured output by function
+    calling (a forced tool_choice naming the schema), a conditional edge follows it."""
+    router = llm.with_structured_output(Route, method="function_calling")
+
+    def route(state: RouteState) -> dict[str, Any]:
+        return {"step": router.invoke([HumanMessage(state["request"])]).step}
+
+    async def aroute(state: RouteState) -> dict[str, Any]:
+        return {"step": (await router.ainvoke([HumanMessage(state["request"])])).step}
+
+    def writer(kind: str) -> Callable[[RouteState], dict[str, Any]]:
+        def node(state: RouteState) -> dict[str, Any]:
+            reply = llm.invoke([HumanMessage(f"Write a short {kind}: {state['request']}")])
+            return {"output": str(reply.content)}
+
+        return node
+
+    b = StateGraph(RouteState)
+    b.add_node("router", aroute if use_async else route)
+    for kind in ("poem", "story", "joke"):
+        b.add_node(kind, writer(kind))
+        b.add_edge(kind, END)
+    b.add_edge(START, "router")
+    b.add_conditional_edges("router", lambda s: s["step"], ["poem", "story", "joke"])
+    return b.compile()
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_structured_output_by_function_calling_routes_a_graph_offline(how: str) -> None:
+    fake = FakeEndpoint('{"name": "Route", "arguments": {"step": "joke"}}', "Why did...")
+    app = _router_app(fake.client(constrain_forced_calls=True), use_async=how == "ainvoke")
+    inputs = {"request": "Tell me something funny about cats."}
+    out = app.invoke(inputs) if how == "invoke" else asyncio.run(app.ainvoke(inputs))
+    assert out["step"] == "joke" and out["output"] == "Why did..."
+    first = fake.requests[0]
+    assert "tool_choice" not in first  # forced by the schema instead (llama.cpp ignores it)
+    forced = first["json_schema"]
+    assert forced["properties"]["name"] == {"const": "Route"}
+    assert forced["properties"]["arguments"]["properties"]["step"]["enum"] == [
+        "poem",
+        "story",
+        "joke",
+    ]
+    assert "json_schema" not in fake.requests[1]  # the writer's plain call
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"name": "Route", "arguments": {"step": "limerick"}}',  # off the enum
+        '{"name": "Other", "arguments": {"step": "joke"}}',  # not the bound tool
+        "I would route this to the joke writer.",  # prose
+        '{"name": "Route", "arguments": {"step": "joke"',  # cut off
+    ],
+)
+def test_structured_output_by_function_calling_rejects_what_the_schema_does_not_allow(
+    reply: str,
+) -> None:
+    """No invalid object is made up: the parse comes back empty with the raw reply."""
+    fake = FakeEndpoint(reply)
+    router = fake.client(constrain_forced_calls=True).with_structured_output(
+        Route, method="function_calling", include_raw=True
+    )
+    out = router.invoke("Tell me something funny.")
+    assert out["parsed"] is None
+    assert out["raw"].tool_calls == [] and out["raw"].content == reply
+
+
 # --------------------------------------------------------------------------- live
 
 
@@ -982,3 +1063,15 @@ def test_live_forced_choice_makes_the_embedded_model_write_a_call(
     anyone = llm.bind_tools([get_revenue, search_filings], tool_choice="required").invoke(msgs)
     assert len(anyone.tool_calls) == 1
     assert anyone.tool_calls[0]["name"] in {"get_revenue", "search_filings"}
+
+
+@pytest.mark.local_model
+def test_live_structured_output_by_function_calling_routes_a_graph(
+    fast_server: local.LocalServer,
+) -> None:
+    """The routing workflow on the 0.5B model, async: the forced call comes back as a
+    valid ``Route`` and the graph follows it."""
+    app = _router_app(fast_server.chat_model(max_tokens=64), use_async=True)
+    out = asyncio.run(app.ainvoke({"request": "Write me a four-line poem about the sea."}))
+    assert out["step"] in ("poem", "story", "joke")
+    assert isinstance(out["output"], str) and out["output"].strip()
