@@ -5,7 +5,9 @@ rendered to text message by message; the text is cut into *units*, first paragra
 (split at blank lines), and inside the paragraphs that are not shared, single lines.
 A unit is **shared** when the same unit (whitespace-normalised) occurs in *every*
 member's call and has at least :data:`MIN_SHARED_WORDS` words; shorter units (headings
-such as ``"Answer:"``) stay with their task so each task keeps its own cues. Shared
+such as ``"Answer:"``) stay with their task so each task keeps its own cues, except a
+short paragraph that, in every call, directly precedes a shared paragraph: that is the
+shared paragraph's heading (``"Source:"``) and goes with it. Shared
 units are sent once, in the order of the first member's prompt, ahead of all tasks;
 each task keeps the rest of its own text in its own order.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -123,17 +126,52 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
         return {u for u in out if len(u.split()) >= MIN_SHARED_WORDS}
 
     shared_paras = common(paras)
+
+    def pairs_of(ps: list[str]) -> set[tuple[str, str]]:
+        return {
+            (norm(p), norm(after))
+            for p, after in pairwise(ps)
+            if len(norm(p).split()) < MIN_SHARED_WORDS and norm(after) in shared_paras
+        }
+
+    # A short paragraph that labels the same shared paragraph in every call is that
+    # paragraph's heading and goes with it, provided the first call labels the shared
+    # paragraph's first occurrence (where the shared context places it).
+    first = paras[0]
+    seen_first: set[str] = set()
+    labels_first: set[tuple[str, str]] = set()
+    for i, p in enumerate(first):
+        key = norm(p)
+        if key in shared_paras and key not in seen_first:
+            seen_first.add(key)
+            if i > 0:
+                labels_first.add((norm(first[i - 1]), key))
+    heads = set.intersection(*(pairs_of(ps) for ps in paras)) & labels_first
+
+    def is_head(ps: list[str], i: int) -> bool:
+        return i + 1 < len(ps) and (norm(ps[i]), norm(ps[i + 1])) in heads
+
     # second pass: single lines inside the paragraphs that are not shared
     lines = [
-        [ln for p in ps if norm(p) not in shared_paras for ln in p.splitlines() if ln.strip()]
+        [
+            ln
+            for i, p in enumerate(ps)
+            if norm(p) not in shared_paras and not is_head(ps, i)
+            for ln in p.splitlines()
+            if ln.strip()
+        ]
         for ps in paras
     ]
     shared_lines = common(lines) - shared_paras
 
     shared: list[str] = []
     seen: set[str] = set()
-    for p in paras[0]:
+    for i, p in enumerate(first):
         key = norm(p)
+        if is_head(first, i):
+            if norm(first[i + 1]) not in seen:
+                shared.append(p)
+            continue
         if key in shared_paras:
             if key not in seen:
                 shared.append(p)
@@ -148,8 +186,8 @@ def split_shared(calls: Sequence[Sequence[BaseMessage]]) -> SharedSplit | None:
     tasks: list[str] = []
     for ps in paras:
         kept: list[str] = []
-        for p in ps:
-            if norm(p) in shared_paras:
+        for i, p in enumerate(ps):
+            if norm(p) in shared_paras or is_head(ps, i):
                 continue
             if shared_lines:
                 keep_lines = [ln for ln in p.splitlines() if norm(ln) not in shared_lines]
