@@ -194,13 +194,28 @@ def _writers(llm: Any, budgets: dict[str, int | None]) -> Any:
     return b
 
 
+def test_equal_budgets_are_stated_once_for_every_task() -> None:
+    scripted = ScriptedChatModel()
+    b = _writers(lc.CapsuleChatModel(scripted), {"a": 200, "b": 200, "c": 200})
+    lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
+    system = str(scripted.merged_calls[0].messages[0].content)
+    assert "Length limit in words: at most about 120 per task." in system
+    assert "task 1 at most" not in system
+    # one member without a budget: the others' limits are stated task by task
+    scripted = ScriptedChatModel()
+    b = _writers(lc.CapsuleChatModel(scripted), {"a": 200, "b": None, "c": 200})
+    lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
+    system = str(scripted.merged_calls[0].messages[0].content)
+    assert "Length limits in words: task 1 at most about 120; task 3 at most about 120." in system
+
+
 def test_merged_budget_is_unset_when_members_set_none_and_capped_by_the_model() -> None:
     scripted = ScriptedChatModel()
     b = _writers(lc.CapsuleChatModel(scripted), {"a": None, "b": None})
     lc.capsulize(b, mode="compound").compile().invoke({"doc": DOC})
     merged = scripted.merged_calls[0]
     assert "max_tokens" not in merged.kwargs  # no budget anywhere: none invented
-    assert "Length limits" not in str(merged.messages[0].content)
+    assert "Length limit" not in str(merged.messages[0].content)
     # three writers at the model's default of 16,000 on a model whose output stops at
     # 32,768: the merged call asks for the model's limit, not 48,048
     capped = ScriptedChatModel(profile={"max_output_tokens": 32_768})

@@ -194,16 +194,20 @@ def build_merged_prompt(
 
 
 def _limits(n: int, budgets: Sequence[int | None] | None, words: int | None) -> str:
-    """The length limits line: each task's own budget (or the explicit word target)."""
-    per_task: list[str] = []
+    """The length limits line: each task's own budget (or the explicit word target);
+    one phrase for all tasks when every task has the same limit."""
+    limits: list[str | None] = []
     for i in range(1, n + 1):
         budget = budgets[i - 1] if budgets is not None and i <= len(budgets) else None
         if budget is not None:
-            per_task.append(f"task {i} at most about {max(1, int(budget * WORDS_PER_TOKEN))}")
-        elif words is not None:
-            per_task.append(f"task {i} about {words}")
-    if not per_task:
+            limits.append(f"at most about {max(1, int(budget * WORDS_PER_TOKEN))}")
+        else:
+            limits.append(f"about {words}" if words is not None else None)
+    if all(x is None for x in limits):
         return ""
+    if n > 1 and len(set(limits)) == 1:
+        return f"Length limit in words: {limits[0]} per task."
+    per_task = [f"task {i} {x}" for i, x in enumerate(limits, 1) if x is not None]
     return "Length limits in words: " + "; ".join(per_task) + "."
 
 
