@@ -139,6 +139,22 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
     assert (programs / "scripted.json").is_file()  # compiled once, saved for the next run
 
 
+def test_a_goal_needs_the_quality_interval_inside_the_mdd_too() -> None:
+    from benchmarks.due_diligence import report
+
+    def goal(mean: float, ci: list[float] | None, ratio: float = 0.5) -> Any:
+        paired = {"mean": mean, "ci95": ci}
+        versus = {"dspy": {"capsules_compound": {"total_ratio": ratio, "paired": paired}}}
+        (only,) = report._goals({"mdd": 0.05, "versus": versus})
+        return only["met"]
+
+    assert goal(-0.03, [-0.04, -0.01]) is True
+    assert goal(-0.03, [-0.14, +0.09]) is False  # the mean is inside, its interval is not
+    assert goal(-0.06, [-0.07, -0.05]) is False
+    assert goal(+0.02, None) is True  # one company: no interval, the mean decides
+    assert goal(+0.02, [0.0, 0.04], ratio=0.8) is False  # tokens above the 0.75 share
+
+
 # ------------------------------------------------------------------------ LangGraph arm
 def test_the_hand_written_app_has_one_node_per_agent_and_a_tool_loop() -> None:
     llm = scripted_due_diligence()

@@ -101,15 +101,19 @@ def _ratio(mine: dict[str, float], base: dict[str, float]) -> float | None:
 
 def _goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Each capsules arm against each DSPy arm: total tokens at most the goal's share,
-    and quality not below the DSPy arm's by more than the MDD."""
+    and quality not below the DSPy arm's by more than the MDD: the mean paired delta
+    and the lower end of its 95% bootstrap interval both at or above -MDD (a mean
+    inside the MDD whose interval reaches further down does not establish parity)."""
     mdd = summary["mdd"]
     out = []
     for ref, share in GOALS.items():
         for arm, v in summary["versus"].get(ref, {}).items():
             if arm not in CAPSULE_ARMS:
                 continue
-            ratio, delta = v["total_ratio"], v["paired"]["mean"]
+            ratio, delta, ci = v["total_ratio"], v["paired"]["mean"], v["paired"]["ci95"]
             quality_ok = None if delta is None or mdd is None else delta >= -mdd
+            if quality_ok and ci is not None and ci[0] < -mdd:
+                quality_ok = False
             tokens_ok = None if ratio is None else ratio <= share
             met = None if quality_ok is None or tokens_ok is None else quality_ok and tokens_ok
             out.append(
@@ -118,6 +122,7 @@ def _goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "quality within the MDD",
                     "total_ratio": ratio,
                     "delta": delta,
+                    "ci95": ci,
                     "met": met,
                 }
             )
@@ -267,14 +272,23 @@ def render_report(
             + ", ".join(f"{arm} {n}" for arm, n in failed.items() if n),
         ]
     if summary["goals"]:
-        lines += ["", "Goals (issue 13):", ""]
+        lines += [
+            "",
+            "Goals (issue 13). Met when the total-token ratio is at most the share and both "
+            "the mean paired Δquality and the low end of its 95% interval are at or above "
+            "-MDD:",
+            "",
+        ]
         lines += _table(
-            ["goal", "total ratio", "mean Δquality", "met"],
+            ["goal", "total ratio", "mean Δquality", "95% CI", "met"],
             [
                 [
                     g["goal"],
                     _times(g["total_ratio"]),
                     _signed(g["delta"]),
+                    "n/a"
+                    if not g.get("ci95")
+                    else f"[{_signed(g['ci95'][0])}, {_signed(g['ci95'][1])}]",
                     "n/a" if g["met"] is None else ("yes" if g["met"] else "NO"),
                 ]
                 for g in summary["goals"]
