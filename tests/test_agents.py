@@ -135,8 +135,10 @@ def test_sequential_tier_with_declared_agents() -> None:
     )
     turns = [c for c in scripted.calls if parse_sequential_turn(c.messages) is not None]
     assert len(turns) == 3 and len({_texts(c)[0] for c in turns}) == 1
-    assert {k: out[k] for k in ("entities", "claims", "signals")} == {
-        k: fine[k] for k in ("entities", "claims", "signals")
+    # the same prompt lines reach each member (the digest after the head; the head is
+    # the prompt's first line, and the shared context now comes first in the turn)
+    assert {k: out[k].split(" :: ", 1)[1] for k in ("entities", "claims", "signals")} == {
+        k: fine[k].split(" :: ", 1)[1] for k in ("entities", "claims", "signals")
     }
 
 

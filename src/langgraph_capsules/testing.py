@@ -78,7 +78,7 @@ class ScriptedChatModel(BaseChatModel):
 
     * **Answers.** A plain call is answered by ``respond(prompt_text)`` when given, else
       by the first ``rules`` entry whose key occurs in the prompt, else by a default
-      answer: ``"<a line of the prompt> :: <digest>"`` followed by ``answer_words``
+      answer: ``"<first instruction line> :: <digest>"`` followed by ``answer_words``
       filler words. The digest covers the *set* of the prompt's lines, so a task
       answered inside a merged prompt gets exactly the answer it gets alone.
     * **Merged prompts** (built by the standard tier) are answered section by section
@@ -251,9 +251,9 @@ class ScriptedChatModel(BaseChatModel):
         for key, value in self.rules.items():
             if key in text:
                 return value
-        units = _norm_units(text)
-        head = " ".join(units[0].split()[:8]) if units else ""
-        digest = hashlib.sha1("\n".join(units).encode()).hexdigest()[:10]
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        head = " ".join(first.split()[:8])
+        digest = hashlib.sha1("\n".join(_norm_units(text)).encode()).hexdigest()[:10]
         seed = int(digest, 16)
         filler = " ".join(
             _WORDS[(seed >> (i % 32)) % len(_WORDS) - (i % 3)] for i in range(self.answer_words)
