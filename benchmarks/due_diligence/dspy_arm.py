@@ -392,10 +392,10 @@ class DueDiligenceProgram(dspy.Module):  # type: ignore[misc]
     """The due-diligence pipeline as a DSPy program (one module per agent).
 
     Call it with the input state (:func:`.pipeline.initial_state`: company, mandate and
-    the researchers' tasks); it returns a ``dspy.Prediction`` holding every agent's output key and
-    ``failed_stages``: the agents whose reply no DSPy adapter could parse (their output
-    is empty and the run goes on, so the judge scores what is left, as a LangGraph run
-    scores an agent that wrote nothing useful; their calls are counted).
+    the researchers' tasks); it returns a ``dspy.Prediction`` holding every agent's
+    output key and ``failed_stages``: the agents whose reply no DSPy adapter could parse
+    (their output is empty and the run goes on, so the judge scores what is left, as a
+    LangGraph run scores an agent that wrote nothing useful; their calls are counted).
     """
 
     def __init__(self, max_iters: int = MAX_TOOL_ROUNDS) -> None:
@@ -595,10 +595,11 @@ def load_compiled(path: Path) -> tuple[DueDiligenceProgram, dict[str, Any]] | No
         return None
     sidecar = path.with_suffix(".compile.json")
     info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    if info.get("specs_digest") != specs_digest():
+    current = specs_digest()
+    if info.get("specs_digest") != current:
         raise StaleProgramError(
             f"{path} was compiled for other agent prompts (specs digest "
-            f"{info.get('specs_digest')!r}, the pipeline's is {specs_digest()!r}); "
+            f"{info.get('specs_digest')!r}, the pipeline's is {current!r}); "
             "compile it again with --compile"
         )
     program = DueDiligenceProgram()
