@@ -372,9 +372,14 @@ def fake_xllamacpp(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
             hostnames=["0.0.0.0"],
             port=8080,
             offline=False,
+            speculative=ns(types=["NONE"]),
         )
 
     mod.CommonParams = common_params  # type: ignore[attr-defined]
+    mod.common_speculative_type = types.SimpleNamespace(  # type: ignore[attr-defined]
+        COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE="NGRAM_SIMPLE",
+        COMMON_SPECULATIVE_TYPE_NGRAM_MOD="NGRAM_MOD",
+    )
     mod.Server = _FakeServer  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "xllamacpp", mod)
     return mod
@@ -474,6 +479,29 @@ def test_serve_rejects_unknown_targets(
         with local.serve(gguf_file, n_parallel=0):
             pass
     assert _live_servers() == []
+
+
+def test_server_speculative_modes_set_the_draft_type_and_reject_others(
+    fake_xllamacpp: types.ModuleType, gguf_file: Path
+) -> None:
+    for mode, expected in ((None, ["NONE"]), ("ngram-mod", ["NGRAM_MOD"])):
+        with local.server(gguf_file, speculative=mode) as _:
+            (srv,) = _live_servers()
+            assert srv.params.speculative.types == expected  # off unless asked
+            del srv
+    for bad in ("ngram_mod", "draft", "NGRAM-SIMPLE", 1):
+        with pytest.raises(LocalModelError, match=r"speculative must be one of ngram-simple"):
+            with local.server(gguf_file, speculative=bad):  # type: ignore[arg-type]
+                pass
+    assert _live_servers() == []
+
+
+def test_every_speculative_mode_names_a_member_of_the_real_xllamacpp() -> None:
+    import xllamacpp as xlc  # the real one: a dependency of the project
+
+    members = set(xlc.common_speculative_type.__members__)
+    for name in local.SPECULATIVE:
+        assert local._speculative_type(xlc, name).name in members
 
 
 def test_server_start_failure_is_a_local_model_error(

@@ -548,6 +548,22 @@ def _check_positive(what: str, value: object, *, required: bool = False) -> None
         raise LocalModelError(f"{what} must be a positive integer, got {value!r}.")
 
 
+SPECULATIVE = ("ngram-simple", "ngram-mod")
+"""Draft-free speculative decoding modes that `server` accepts."""
+
+
+def _check_speculative(name: object) -> None:
+    if name is not None and name not in SPECULATIVE:
+        raise LocalModelError(
+            f"speculative must be one of {', '.join(SPECULATIVE)} or None, got {name!r}."
+        )
+
+
+def _speculative_type(xlc: Any, name: str) -> Any:
+    member = "COMMON_SPECULATIVE_TYPE_" + name.upper().replace("-", "_")
+    return getattr(xlc.common_speculative_type, member)
+
+
 @contextlib.contextmanager
 def server(
     model: str | os.PathLike[str] | LocalModel = DEFAULT_MODEL,
@@ -556,6 +572,7 @@ def server(
     n_parallel: int = 2,
     threads: int | None = None,
     host_prompt_cache: bool = True,
+    speculative: str | None = None,
 ) -> Iterator[LocalServer]:
     """Run xllamacpp's in-process OpenAI-compatible server for a GGUF model.
 
@@ -574,6 +591,10 @@ def server(
         host_prompt_cache: Keep llama.cpp's prompt cache in host RAM besides the slots
             (default). Benchmarks turn it off so that ``erase_prefix_cache`` gives
             every measured run a cold start.
+        speculative: Draft tokens without a draft model, verified by the model in one
+            batch: ``"ngram-simple"`` (the tokens that followed the last match of the
+            current n-gram in the prompt and reply) or ``"ngram-mod"``; ``None`` (default)
+            decodes one token at a time. Greedy output is unchanged; only speed differs.
 
     Yields:
         A `LocalServer` with the base URL and load time.
@@ -590,6 +611,7 @@ def server(
     _check_positive("n_parallel", n_parallel)
     _check_positive("n_ctx", n_ctx)
     _check_positive("threads", threads)
+    _check_speculative(speculative)
     xlc = _import_xllamacpp()
     gguf, model_name = _resolve_gguf(model)
     n_threads = threads or os.cpu_count() or 1
@@ -612,6 +634,8 @@ def server(
     params.offline = True  # never reach a model hub
     params.endpoint_slots = True  # /slots: lets a benchmark erase the prefix cache between arms
     params.slot_save_path = tempfile.gettempdir()  # required by the /slots erase action
+    if speculative is not None:
+        params.speculative.types = [_speculative_type(xlc, speculative)]
 
     start = time.perf_counter()
     try:
