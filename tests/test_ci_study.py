@@ -188,6 +188,33 @@ def test_study_is_extended_over_sittings(tmp_path: Path) -> None:
     assert {r["run"] for r in data["records"]} == {1} and len(data["records"]) == 2
 
 
+def test_a_study_run_at_other_budgets_is_not_extended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kw: dict[str, Any] = dict(
+        model="scripted", companies=1, arms=["lg6"], out=tmp_path, company_ids=DEV[:1]
+    )
+    runner.run_benchmark(runs=1, **kw)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["budgets"] == {**runner.BUDGETS, "marker": 16}
+    budgets = ", ".join(f"{k} {v}" for k, v in runner.BUDGETS.items())
+    assert (
+        f"- max_tokens per call: {budgets}; a merged call gets"
+        in (tmp_path / "report.md").read_text()
+    )
+    # the app's budgets change: the old runs cannot be compared with new ones
+    monkeypatch.setitem(runner.BUDGETS, "briefer", runner.BUDGETS["briefer"] + 1)
+    new = runner.BUDGETS["briefer"]
+    with pytest.raises(SystemExit, match=rf"max_tokens .*, not .*'briefer': {new}.*--fresh"):
+        runner.run_benchmark(runs=1, **kw)
+    assert len(json.loads((tmp_path / "results.json").read_text())["records"]) == 1
+    # a study that recorded no budgets (written before they were) is refused too
+    data["meta"].pop("budgets")
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"\(not recorded\)"):
+        runner.run_benchmark(runs=1, **kw)
+
+
 def test_a_stopped_sitting_keeps_its_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

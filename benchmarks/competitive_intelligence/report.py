@@ -424,6 +424,14 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             f"- sitting {s['date']}: `{s['command'] or 'capsules bench ci'}`, {s['records']} "
             f"records, {s['elapsed_s']} s, {s.get('slots', '?')} server slots"
         )
+    budgets = meta.get("budgets")
+    if budgets:
+        lines.append(
+            "- max_tokens per call: "
+            + ", ".join(f"{k} {v}" for k, v in budgets.items() if k != "marker")
+            + f"; a merged call gets its members' sum plus {budgets.get('marker', '?')} "
+            "per marker line"
+        )
     lines += [
         "- judge: deterministic gold-fact recall (benchmarks/competitive_intelligence/judge.py); "
         f"MDD = {_mdd_text(mdd)} ({summary['mdd_basis']})",

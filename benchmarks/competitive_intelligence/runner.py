@@ -38,7 +38,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ from benchmarks.competitive_intelligence.finishes import track_finish_reasons
 from benchmarks.competitive_intelligence.judge import score_run
 from benchmarks.competitive_intelligence.pipeline import (
     ARM_GROUPS,
+    BUDGETS,
+    MARKER_TOKENS,
     build_declared,
     build_lg6,
     build_lg14,
@@ -202,7 +204,7 @@ def run_benchmark(
 
     console = console or Console(stderr=True, width=max(Console(stderr=True).width, 120))
     chosen = [load_company(c) for c in company_ids] if company_ids else _choose_companies(companies)
-    earlier, sittings = ([], []) if fresh else load_study(out, model)
+    earlier, sittings = ([], []) if fresh else load_study(out, model, study_budgets())
     if earlier:
         console.log(
             f"extending the study in {out}: {len(earlier)} earlier records (--fresh starts over)"
@@ -236,6 +238,7 @@ def run_benchmark(
             "elapsed_s": round(sum(s["elapsed_s"] for s in sittings) + sitting["elapsed_s"], 1),
             "command": sitting["command"],
             "auto_floor": AUTO_POLICY.quality_floor,
+            "budgets": study_budgets(),
             "sittings": [*sittings, dict(sitting)],
         }
 
@@ -275,9 +278,17 @@ def run_benchmark(
     return records
 
 
-def load_study(out: Path, model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def study_budgets() -> dict[str, int]:
+    """The ``max_tokens`` the app's calls get (recorded in a study's meta)."""
+    return {**BUDGETS, "marker": MARKER_TOKENS}
+
+
+def load_study(
+    out: Path, model: str, budgets: Mapping[str, int] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The records and sittings of the study in ``out`` (none if there is none). A study
-    of another model is refused: its runs could not be compared with the new ones."""
+    of another model, or (when ``budgets`` is given) one run at other ``max_tokens``, is
+    refused: its runs could not be compared with the new ones."""
     path = out / "results.json"
     if not path.is_file():
         return [], []
@@ -293,6 +304,14 @@ def load_study(out: Path, model: str) -> tuple[list[dict[str, Any]], list[dict[s
         raise SystemExit(
             f"{path} holds a study of --model {meta.get('model_spec')!r}, not {model!r}: "
             "point --out at a new directory, or pass --fresh to overwrite it"
+        )
+    if budgets is not None and meta.get("budgets") != dict(budgets):
+        had = meta.get("budgets")
+        raise SystemExit(
+            f"{path} holds a study run with max_tokens "
+            f"{had if had else '(not recorded)'}, not {dict(budgets)}: its runs could not "
+            "be compared with the new ones; point --out at a new directory, or pass --fresh "
+            "to overwrite it"
         )
     sittings = list(meta.get("sittings") or [])
     if not sittings:  # a study written before sittings were recorded
