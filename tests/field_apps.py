@@ -579,6 +579,158 @@ def prompt_chain_app(model: BaseChatModel) -> Builder:
     return b
 
 
+# ============================ 9. interviews by Send to a subgraph, then three writers
+class Analyst(BaseModel):
+    name: str = Field(description="The analyst's name.")
+    focus: str = Field(description="What the analyst asks about.")
+
+
+class Perspectives(BaseModel):
+    analysts: list[Analyst] = Field(description="One analyst per perspective.")
+
+
+class InterviewState(MessagesState, total=False):
+    analyst: Analyst
+    turns: int
+    sections: list[str]
+
+
+class ResearchReportState(TypedDict, total=False):
+    topic: str
+    perspectives: list[str]
+    analysts: list[Analyst]
+    sections: Annotated[list[str], operator.add]
+    introduction: str
+    body: str
+    conclusion: str
+    report: str
+
+
+INTERVIEW_TURNS = 2
+"""Questions each analyst asks before writing up."""
+
+
+def interview_report_app(model: BaseChatModel) -> Builder:
+    """Research assistant with interviews (LangChain Academy's research-assistant
+    module): a structured-output call names one analyst per perspective; ``Send``
+    starts one interview per analyst in a compiled subgraph on ``MessagesState`` (the
+    analyst asks, an expert answers, looped by a conditional edge, then a write-up);
+    the ``operator.add`` list of sections feeds three writers that run in parallel
+    (introduction, body, conclusion), and a plain node assembles the report. Prompts are
+    built per call with f-strings, as the tutorial's nodes do."""
+    llm = lc.CapsuleChatModel(model)
+    planner = llm.with_structured_output(Perspectives)
+
+    def create_analysts(state: ResearchReportState) -> dict[str, Any]:
+        wanted = "\n".join(f"- {p}" for p in state["perspectives"])
+        plan = planner.invoke(
+            [
+                SystemMessage("Create one analyst persona per perspective below."),
+                HumanMessage(f"Research topic: {state['topic']}\nPerspectives:\n{wanted}"),
+            ]
+        )
+        return {"analysts": plan.analysts}
+
+    def ask_question(state: InterviewState) -> dict[str, Any]:
+        analyst = state["analyst"]
+        system = SystemMessage(
+            f"You are {analyst.name}, an analyst interviewing an expert about {analyst.focus}. "
+            "Ask one specific question at a time; when you have enough, say thank you."
+        )
+        reply = llm.invoke([system, *state["messages"]])
+        return {"messages": [reply], "turns": state.get("turns", 0) + 1}
+
+    def answer_question(state: InterviewState) -> dict[str, Any]:
+        reply = llm.invoke(
+            [
+                SystemMessage(
+                    "You are an expert being interviewed. Answer the last question in three "
+                    "sentences, only from what is known about the topic."
+                ),
+                *state["messages"],
+            ]
+        )
+        return {"messages": [AIMessage(str(reply.content), name="expert")]}
+
+    def route_turns(state: InterviewState) -> str:
+        return "write_up" if state.get("turns", 0) >= INTERVIEW_TURNS else "ask_question"
+
+    def write_up(state: InterviewState) -> dict[str, Any]:
+        transcript = "\n".join(f"{m.name or m.type}: {m.content}" for m in state["messages"])
+        reply = llm.invoke(
+            [
+                SystemMessage(
+                    f"Write a report section for {state['analyst'].name}'s interview: a "
+                    "markdown heading, then one paragraph of findings."
+                ),
+                HumanMessage(transcript),
+            ]
+        )
+        return {"sections": [str(reply.content)]}
+
+    sub = StateGraph(InterviewState)
+    sub.add_node("ask_question", ask_question)
+    sub.add_node("answer_question", answer_question)
+    sub.add_node("write_up", write_up)
+    sub.add_edge(START, "ask_question")
+    sub.add_edge("ask_question", "answer_question")
+    sub.add_conditional_edges("answer_question", route_turns, ["ask_question", "write_up"])
+    sub.add_edge("write_up", END)
+    interview = sub.compile()
+
+    def start_interviews(state: ResearchReportState) -> list[Send]:
+        opening = f"So you said you were researching {state['topic']}?"
+        return [
+            Send("conduct_interview", {"analyst": a, "messages": [HumanMessage(opening)]})
+            for a in state["analysts"]
+        ]
+
+    def writer(key: str, ask: str) -> Any:
+        def node(state: ResearchReportState) -> dict[str, Any]:
+            memos = "\n\n".join(state["sections"])
+            reply = llm.invoke(
+                [
+                    SystemMessage(f"You are a technical writer. {ask}"),
+                    HumanMessage(f"Topic: {state['topic']}\n\nAnalyst memos:\n\n{memos}"),
+                ]
+            )
+            return {key: str(reply.content)}
+
+        return node
+
+    def assemble(state: ResearchReportState) -> dict[str, Any]:
+        parts = (state["introduction"], state["body"], state["conclusion"])
+        return {"report": "\n\n---\n\n".join(parts)}
+
+    writers = {
+        "write_introduction": writer("introduction", "Write a 60-word introduction."),
+        "write_body": writer("body", "Merge the memos into one body without repetition."),
+        "write_conclusion": writer("conclusion", "Write a 60-word conclusion."),
+    }
+    b = StateGraph(ResearchReportState)
+    b.add_node("create_analysts", create_analysts)
+    b.add_node("conduct_interview", interview)
+    for name, fn in writers.items():
+        b.add_node(name, fn)
+        b.add_edge("conduct_interview", name)
+    b.add_node("assemble", assemble)
+    b.add_edge(START, "create_analysts")
+    b.add_conditional_edges("create_analysts", start_interviews, ["conduct_interview"])
+    b.add_edge(list(writers), "assemble")
+    b.add_edge("assemble", END)
+    return b
+
+
+def _analysts_from_perspectives(text: str) -> dict[str, Any]:
+    """The scripted planner: one analyst per perspective line of the request."""
+    items = re.findall(r"^- (.+)$", text, re.M)
+    return {
+        "analysts": [
+            {"name": f"Analyst {i}", "focus": item.strip()} for i, item in enumerate(items, 1)
+        ]
+    }
+
+
 # ============================================================ the registry
 @dataclass(frozen=True)
 class FieldApp:
@@ -703,6 +855,17 @@ FIELD_APPS: tuple[FieldApp, ...] = (
         merges=True,
     ),
     FieldApp(
+        "interview_report",
+        "Send to an interview subgraph, then parallel writers",
+        interview_report_app,
+        (
+            {"topic": "home batteries", "perspectives": ["installers", "grid operators"]},
+            {"topic": "school meals", "perspectives": ["nutrition", "cost", "farm supply"]},
+        ),
+        merges=True,
+        messages=False,
+    ),
+    FieldApp(
         "prompt_chain",
         "prompt chain (linear)",
         prompt_chain_app,
@@ -715,7 +878,12 @@ FIELD_APPS: tuple[FieldApp, ...] = (
 def scripted_model() -> ScriptedChatModel:
     """The deterministic model every field app runs on in tests and the benchmark; the
     orchestrator's plan has one section per outline line."""
-    return ScriptedChatModel(structured_answers={"ReportPlan": _plan_from_outline})
+    return ScriptedChatModel(
+        structured_answers={
+            "ReportPlan": _plan_from_outline,
+            "Perspectives": _analysts_from_perspectives,
+        }
+    )
 
 
 # ============================================================ measuring a run
@@ -735,6 +903,14 @@ def run_arm(graph: Any, inputs: Mapping[str, Any], config: Any = None) -> ArmRun
     """Invoke ``graph`` once, counting its real LLM calls and input tokens."""
     with lc.track_usage() as usage:
         state = graph.invoke(dict(inputs), config)
+    t = usage.totals()
+    return ArmRun(state, int(t["calls"]), int(t["input_tokens"]), int(t["merged_calls"]))
+
+
+async def arun_arm(graph: Any, inputs: Mapping[str, Any], config: Any = None) -> ArmRun:
+    """:func:`run_arm` through ``graph.ainvoke`` (the async path)."""
+    with lc.track_usage() as usage:
+        state = await graph.ainvoke(dict(inputs), config)
     t = usage.totals()
     return ArmRun(state, int(t["calls"]), int(t["input_tokens"]), int(t["merged_calls"]))
 

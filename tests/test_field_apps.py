@@ -13,10 +13,12 @@ from field_apps import (
     COMPOUND,
     FIELD_APPS,
     FINE,
+    INTERVIEW_TURNS,
     ArmRun,
     FieldApp,
     Grade,
     ReportState,
+    arun_arm,
     comparable,
     run_arm,
     scripted_model,
@@ -83,6 +85,8 @@ EXPECTED_COMPOUND_CALLS: dict[str, Callable[[Mapping[str, Any], ArmRun], int]] =
     # the subgraph's two calls + one merged call for the two analysts + the memo
     "diligence": lambda i, o: 4,
     "parallel_creative": lambda i, o: 1,
+    # the interviews (a subgraph reached by Send) as they are; three writers -> one call
+    "interview_report": lambda i, o: o.calls - 2,
 }
 
 MERGING = [c for c in CASES if c.values[0].merges]  # type: ignore[union-attr]
@@ -94,6 +98,26 @@ def test_compound_makes_fewer_calls(app: FieldApp, inputs: Mapping[str, Any]) ->
     assert compound.merged_calls >= 1
     assert compound.calls < original.calls
     assert compound.calls == EXPECTED_COMPOUND_CALLS[app.name](inputs, original)
+
+
+@pytest.mark.parametrize(("app", "inputs"), CASES)
+async def test_ainvoke_runs_like_invoke(app: FieldApp, inputs: Mapping[str, Any]) -> None:
+    """The async path (``ainvoke``) of the capsule graph, fine and compound, makes the
+    same calls and returns the same contents as the sync path."""
+    model = scripted_model()
+    capsules = lc.capsulize(app.build(model))
+    graph = capsules.compile()
+    for mode in (FINE, COMPOUND):
+        model.reset()
+        sync = run_arm(graph, inputs, mode)
+        model.reset()
+        async_ = await arun_arm(graph, inputs, mode)
+        assert (async_.calls, async_.merged_calls) == (sync.calls, sync.merged_calls)
+        assert comparable(async_.state, content_only=True) == comparable(
+            sync.state, content_only=True
+        )
+    if app.merges:
+        assert async_.merged_calls >= 1
 
 
 def _content_mark(case: Any) -> Any:
@@ -238,6 +262,28 @@ def test_a_subgraph_predecessor_does_not_block_its_childrens_group() -> None:
     plan = lc.capsulize(builder).plan
     assert plan.untouched["gather"] == "is a subgraph"
     assert [len(g.members) for g in plan.groups] == [3]
+
+
+@pytest.mark.parametrize("inputs", APPS["interview_report"].inputs)
+def test_interview_report_merges_the_writers_after_the_send_fan_in(
+    inputs: Mapping[str, Any],
+) -> None:
+    app = APPS["interview_report"]
+    model, capsules, original, (compound,) = _arms(app, inputs, COMPOUND)
+    assert capsules.plan.untouched["conduct_interview"] == "is a subgraph"
+    (group,) = capsules.plan.groups
+    assert set(group.members) == {"write_introduction", "write_body", "write_conclusion"}
+    assert [c.tasks for c in model.merged_calls] == [3]
+    # every analyst was interviewed (two questions, two answers, a write-up) and its
+    # section reached all three writers through the one merged call
+    n = len(inputs["perspectives"])
+    assert len(compound.state["sections"]) == n
+    assert original.calls == 1 + n * (2 * INTERVIEW_TURNS + 1) + 3
+    (merged,) = model.merged_calls
+    text = "\n".join(str(m.content) for m in merged.messages)
+    for section in compound.state["sections"]:
+        assert text.count(section) == 1  # the memos are shared context, sent once
+    assert compound.state == original.state
 
 
 @pytest.mark.parametrize("inputs", APPS["prompt_chain"].inputs)
