@@ -453,6 +453,22 @@ def test_compile_saves_and_reloads_a_program(tmp_path: Path, dspy_arm: ModuleTyp
     ]
 
 
+def test_a_compile_that_finds_no_demos_saves_no_program(
+    tmp_path: Path, dspy_arm: ModuleType
+) -> None:
+    lm = dspy_arm.ScriptedDSPyLM()
+    budget = dspy_arm.CompileBudget(
+        max_bootstrapped_demos=1, metric_threshold=1.01, companies=("corvanta",)
+    )
+    with pytest.raises(SystemExit, match=r"no demos.*threshold 1.01 \(corvanta 1.000\).*--compile"):
+        runner.compiled_program(lm, "qwen2.5-coder-1.5b", programs_dir=tmp_path, budget=budget)
+    path = dspy_arm.program_path("qwen2.5-coder-1.5b", tmp_path)
+    assert not path.exists() and dspy_arm.load_compiled(path) is None
+    record = json.loads(path.with_suffix(".no-demos.json").read_text())
+    assert record["scored"] == [{"company": "corvanta", "quality": 1.0}]
+    assert not any(record["demos"].values())
+
+
 def test_held_out_companies_never_reach_the_compiler(
     dspy_arm: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import platform
 import sys
 import time
@@ -272,6 +273,19 @@ def compiled_program(
     if console is not None:
         console.log(f"compiling the DSPy program for {model_spec} (saved to {_shown(path)})")
     program, info = dspy_arm.compile_program(lm, budget)
+    if not any(info["demos"].values()):
+        # no teacher run passed: the "compiled" program is the uncompiled one, and an arm
+        # labelled compiled would measure nothing new
+        record = path.with_suffix(".no-demos.json")
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(info, indent=2) + "\n")
+        scores = ", ".join(f"{x['company']} {x['quality']:.3f}" for x in info["scored"])
+        raise SystemExit(
+            f"compiling gave no demos: no teacher run reached the gold-judge threshold "
+            f"{info['budget']['metric_threshold']} ({scores}), so the compiled program "
+            "would be the uncompiled one; nothing saved (the compile record is in "
+            f"{_shown(record)}). Lower --compile-threshold or add --compile-company"
+        )
     dspy_arm.save_compiled(program, info, path)
     return program, {**info, "source": f"compiled in this sitting, saved to {_shown(path)}"}
 
