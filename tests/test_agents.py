@@ -325,13 +325,16 @@ def test_a_provider_fault_mid_forced_gather_in_fine_resumes_from_the_checkpoint(
         _run(app, {"doc": DOC}, config, how)
     saved = app.get_state(config)
     done = {k for k in ("entities", "claims", "signals") if saved.values.get(k)}
-    # sync runs let the siblings finish; async cancels the unfinished ones with the step
+    # siblings that finished before the fault are kept; which ones did depends on timing
+    # (a sync run lets started siblings finish and drops unstarted ones, an async run
+    # cancels the unfinished), so the check is that exactly the missing ones are pending
     assert "entities" in saved.next and "entities" not in done
+    assert done <= {"claims", "signals"}
     assert set(saved.next) == {"entities", "claims", "signals"} - done
-    assert how == "ainvoke" or done == {"claims", "signals"}
     assert capsules.history() == []  # the failed run recorded nothing
     out = _run(app, None, config, how)
     assert out["entities"] == "answer" and out["brief"]
+    assert all(out[k] for k in ("claims", "signals"))
     assert [h["tier"] for h in capsules.history()] == ["fine"]
     looped = [c for c in scripted.calls if c.kwargs.get("tools")]
     # the failed gather (revenue, then the fault), then a whole new gather and the answer
