@@ -88,7 +88,7 @@ BRIEFER_INSTRUCTIONS = (
     "exactly three bullet points."
 )
 
-BUDGETS = {"scoping": 192, "extractor": 512, "briefer": 1024}
+BUDGETS = {"scoping": 256, "extractor": 512, "briefer": 1024}
 """``max_tokens`` per call kind, sized so per-agent calls finish on their own on the
 1.5B model (``finish_reason="stop"``, not ``"length"``). At 128 the extractors were cut
 mid-list and the signals extractor, which copies facts in source order, never reached
@@ -98,7 +98,9 @@ LG 14-node arm on the 1.5B model (solvarra, one run) ended 0 of 14 calls with "l
 scoping 132 of 192 tokens, extractors 23-477 of 512, briefer 696 of 1024. Over the
 four-company study (docs/results/ci-study-1.5b) 6 of its 112 calls were still cut (5.4%):
 solvarra's briefer, veridane's scoping and corvanta's product-claims extractor, each in
-both runs."""
+both runs. Veridane's scoping was not a runaway: given 512 it stops on its own at 203
+tokens (every other company's at <= 141), so scoping has 256 since (2026-12-03; that
+study and the main job of that day ran at 192, as their ``meta.budgets`` say)."""
 
 MARKER_TOKENS = 16
 """Output room per marker line of a merged reply: the library's merged call gets the
