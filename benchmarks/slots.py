@@ -41,7 +41,9 @@ from benchmarks.competitive_intelligence.pipeline import (
 from benchmarks.competitive_intelligence.runner import LOCAL_SAMPLING
 
 
-def _frame(model: str, company: str) -> dict[str, Any]:
+def company_frame(model: str, company: str) -> dict[str, Any]:
+    """The app state the extractor prompts need: the company and its scoping output,
+    written once by a one-slot server so every measured server serves the same prompts."""
     state: dict[str, Any] = dict(initial_state(load_company(company)))
     with lc.local.server(model, n_parallel=1, host_prompt_cache=False) as srv:
         llm = srv.chat_model(max_tokens=BUDGETS["scoping"], extra_body=LOCAL_SAMPLING)
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=200 if not sys.stdout.isatty() else None)
     if a.model in lc.local.MODELS:
         lc.local.install(a.model)
-    state = _frame(a.model, a.company)
+    state = company_frame(a.model, a.company)
     results: dict[int, list[dict[str, Any]]] = {s: [] for s in a.slots}
     for r in range(a.rounds):
         order = a.slots[r % len(a.slots) :] + a.slots[: r % len(a.slots)]

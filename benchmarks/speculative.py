@@ -27,27 +27,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage
 
 import langgraph_capsules as lc
-from benchmarks.competitive_intelligence.dataset import KINDS, LENSES, load_company
+from benchmarks.competitive_intelligence.dataset import KINDS, LENSES
 from benchmarks.competitive_intelligence.finishes import LENGTH_REASONS
-from benchmarks.competitive_intelligence.pipeline import (
-    BUDGETS,
-    SCOPING_INSTRUCTIONS,
-    extractor_messages,
-    initial_state,
-)
+from benchmarks.competitive_intelligence.pipeline import BUDGETS, extractor_messages
 from benchmarks.competitive_intelligence.runner import LOCAL_SAMPLING
-
-
-def _frame(model: str, company: str) -> dict[str, Any]:
-    state: dict[str, Any] = dict(initial_state(load_company(company)))
-    with lc.local.server(model, n_parallel=1, host_prompt_cache=False) as srv:
-        llm = srv.chat_model(max_tokens=BUDGETS["scoping"], extra_body=LOCAL_SAMPLING)
-        msgs = [SystemMessage(SCOPING_INSTRUCTIONS), HumanMessage(state["overview"])]
-        state["scope"] = str(llm.invoke(msgs).content)
-    return state
+from benchmarks.slots import company_frame
 
 
 def _serve(
@@ -83,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=200 if not sys.stdout.isatty() else None)
     if a.model in lc.local.MODELS:
         lc.local.install(a.model)
-    state = _frame(a.model, a.company)
+    state = company_frame(a.model, a.company)
     prompts = [extractor_messages(state, lens, kind) for lens in LENSES for kind in KINDS]  # type: ignore[arg-type]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in a.modes}
     for r in range(a.rounds):

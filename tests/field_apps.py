@@ -109,13 +109,17 @@ def orchestrator_worker_app(model: BaseChatModel) -> Builder:
     return b
 
 
+def _bullets(text: str) -> list[str]:
+    """The ``- item`` lines of a request, stripped."""
+    return [item.strip() for item in re.findall(r"^- (.+)$", text, re.M)]
+
+
 def _plan_from_outline(text: str) -> dict[str, Any]:
     """The scripted planner: one section per outline line of the request."""
-    items = re.findall(r"^- (.+)$", text, re.M)
+    items = _bullets(text)
     return {
         "sections": [
-            {"name": item.strip(), "description": f"The facts and figures on {item.strip()}."}
-            for item in items
+            {"name": item, "description": f"The facts and figures on {item}."} for item in items
         ]
     }
 
@@ -723,10 +727,9 @@ def interview_report_app(model: BaseChatModel) -> Builder:
 
 def _analysts_from_perspectives(text: str) -> dict[str, Any]:
     """The scripted planner: one analyst per perspective line of the request."""
-    items = re.findall(r"^- (.+)$", text, re.M)
     return {
         "analysts": [
-            {"name": f"Analyst {i}", "focus": item.strip()} for i, item in enumerate(items, 1)
+            {"name": f"Analyst {i}", "focus": item} for i, item in enumerate(_bullets(text), 1)
         ]
     }
 
