@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -242,22 +241,29 @@ def test_the_agents_of_a_step_run_concurrently_and_their_calls_keep_their_stage(
     in_flight: list[str] = []
     seen: list[tuple[str, str]] = []
     overlaps: set[frozenset[str]] = set()
-    lock = threading.Lock()
+    changed = threading.Condition()
+    steps = (frozenset(RESEARCHERS), frozenset(ANALYSTS))
 
     class SlowLM(dspy_arm.ScriptedDSPyLM):  # type: ignore[misc,name-defined]
         def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
             node = dspy_arm._STAGE.get()
             system = next((m["content"] for m in messages if m["role"] == "system"), "")
-            with lock:
+            step = next((s for s in steps if node in s), frozenset({node}))
+            with changed:
                 seen.append((node, str(system)))
                 in_flight.append(node)
                 overlaps.add(frozenset(in_flight))
+                changed.notify_all()
+                # hold the call until the whole step has been in flight at once (a
+                # loaded machine may start the siblings late); if the runner ran them
+                # one after another, this times out and the assertion below fails
+                changed.wait_for(lambda: step in overlaps, timeout=10)
             try:
-                time.sleep(0.05)
                 return super().forward(prompt=prompt, messages=messages, **kwargs)
             finally:
-                with lock:
+                with changed:
                     in_flight.remove(node)
+                    changed.notify_all()
 
     lm = SlowLM()
     arm = runner._dspy_arm("dspy", lm, dspy_arm.DueDiligenceProgram())
