@@ -158,6 +158,33 @@ def test_summary_goals_and_per_company_rows() -> None:
     assert cost["vs_lg14"] == pytest.approx((500 * 0.40 + 160) / (1000 * 0.40 + 160))
 
 
+def test_input_by_stage_separates_the_merge_framing_from_the_briefer() -> None:
+    """The stage table sums the lens groups per run, takes medians, and gives ratios
+    against LG hand-merged, so a reader sees which stage an input excess comes from."""
+
+    def groups(lens: int, brief: int) -> dict[str, dict[str, int]]:
+        g = {b: {"input": lens, "output": 1} for b in report.STAGES["lens calls"]}
+        return {**g, "scoping": {"input": 50, "output": 1}, "briefer": {"input": brief}}
+
+    records = []
+    for run, (lens6, lens_c, brief_c) in enumerate(((100, 120, 300), (100, 130, 500)), 1):
+        lg6 = _rec("lg6", "a", run, 0.6)
+        lg6["tokens_per_group"] = groups(lens6, 200)
+        comp = _rec("capsules_compound", "a", run, 0.6)
+        comp["tokens_per_group"] = groups(lens_c, brief_c)
+        records += [lg6, comp]
+    broken = _rec("capsules_compound", "a", 3, 0.6)
+    broken.update(error="ConnectionError: refused", tokens_per_group=groups(9999, 9999))
+    summary = report.summarize([*records, broken])
+    assert summary["stages"]["capsules_compound"] == {
+        "scoping": 50,
+        "lens calls": 4 * 125,  # four lens groups, median of 120 and 130 each
+        "briefer": 400,
+    }
+    row = next(ln for ln in report._stage_lines(summary) if ln.startswith("| capsules compound"))
+    assert row.endswith("| 1.00x | 1.25x | 2.00x |")
+
+
 def test_study_is_extended_over_sittings(tmp_path: Path) -> None:
     kw: dict[str, Any] = dict(
         model="scripted", companies=1, arms=["lg14", "lg6"], out=tmp_path, company_ids=DEV[:1]

@@ -104,6 +104,7 @@ def summarize(
     )
     return {
         "arms": per,
+        "stages": _stage_inputs(records, arms),
         "mdd": mdd,
         "mdd_basis": "2.5 x pooled run-to-run std within (arm, company), auto arm excluded",
         "per_company": _per_company(records, arms),
@@ -210,6 +211,61 @@ def _per_company(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> list
                 }
             )
     return rows
+
+
+STAGES: dict[str, tuple[str, ...]] = {
+    "scoping": ("scoping",),
+    "lens calls": ("competitive", "product", "financial", "risk"),
+    "briefer": ("briefer",),
+}
+"""The pipeline's three stages and the call groups (``tokens_per_group``) each sums."""
+
+
+def _stage_inputs(
+    records: Sequence[dict[str, Any]], arms: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per arm, the median input tokens of each stage over its (company, run) cells: the
+    lens calls carry a merge's framing; the briefer's input is what the extractors wrote."""
+    out: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        rows = [r for r in records if r["arm"] == arm and not r["error"]]
+        groups = [r.get("tokens_per_group") or {} for r in rows]
+        if not any(groups):
+            continue
+        out[arm] = {
+            stage: _median([sum(g.get(b, {}).get("input", 0) for b in buckets) for g in groups])
+            for stage, buckets in STAGES.items()
+        }
+    return out
+
+
+def _stage_lines(summary: dict[str, Any]) -> list[str]:
+    stages = summary.get("stages") or {}
+    if not stages:
+        return []
+    ref = "lg6" if "lg6" in stages else None
+    head = "| arm | " + " | ".join(f"{s} input" for s in STAGES)
+    rule = "|---|" + "---|" * len(STAGES)
+    if ref:
+        head += " | " + " | ".join(f"{s} vs LG6" for s in STAGES)
+        rule += "---|" * len(STAGES)
+    lines = [
+        "",
+        "Input tokens by stage (medians over (company, run) cells): the lens calls carry a "
+        "merged call's framing (its preamble, task headers and reply skeleton); the "
+        "briefer's input is the twelve extractions, so it grows with what the extractors "
+        "wrote.",
+        "",
+        head + " |",
+        rule,
+    ]
+    for arm, by_stage in stages.items():
+        cells = [_fmt(by_stage[s]) for s in STAGES]
+        if ref:
+            base = stages[ref]
+            cells += [f"{by_stage[s] / base[s]:.2f}x" if base[s] else "n/a" for s in STAGES]
+        lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cost_cell(s: dict[str, Any], sheet_id: str) -> str:
@@ -443,6 +499,7 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += _paired_lines(summary)
     if "lg14" in summary["arms"]:
         lines += goal_lines(summary)
+    lines += _stage_lines(summary)
     lines += _company_lines(summary)
     judged = {a: s["llm_quality"] for a, s in summary["arms"].items() if "llm_quality" in s}
     if judged:
