@@ -204,6 +204,10 @@ def test_study_is_extended_over_sittings(tmp_path: Path) -> None:
     assert data["summary"]["mdd"] == 0.0  # recomputed over both sittings
     report_md = (tmp_path / "report.md").read_text()
     assert report_md.count("- sitting ") == 2 and "runs per company: 2" in report_md
+    # each sitting names the code it ran (this checkout's commit)
+    code = runner.code_version()
+    assert {s["code"] for s in data["meta"]["sittings"]} == {code}
+    assert report_md.count(f", code {code}") == 2
     # every record carries its billed calls' tokens, and the table prices them
     assert all(len(r["call_tokens"]) == r["calls"] for r in data["records"])
     assert "openai gpt-4.1-mini $/run (vs LG14)" in report_md

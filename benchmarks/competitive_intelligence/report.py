@@ -479,6 +479,7 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         lines.append(
             f"- sitting {s['date']}: `{s['command'] or 'capsules bench ci'}`, {s['records']} "
             f"records, {s['elapsed_s']} s, {s.get('slots', '?')} server slots"
+            + (f", code {s['code']}" if s.get("code") else "")
         )
     budgets = meta.get("budgets")
     if budgets:

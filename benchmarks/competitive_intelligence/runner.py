@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import json
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -218,6 +219,7 @@ def run_benchmark(
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "capsules " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
         "slots": slots,
+        "code": code_version(),
         "records": 0,
         "elapsed_s": 0.0,
     }
@@ -276,6 +278,28 @@ def run_benchmark(
     write_outputs(out, meta(model_label), [*earlier, *records], console=console)
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
     return records
+
+
+def code_version() -> str:
+    """The commit the benchmark runs (``-dirty`` when the library or the benchmarks have
+    uncommitted changes), so a study built over sittings shows which code made each
+    sitting; ``unknown`` outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "benchmarks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def study_budgets() -> dict[str, int]:
