@@ -4,7 +4,8 @@ original app's final state; the last column says whether compound returned the s
 contents as the original (message ids and metadata aside).
 
 Each app runs once per arm on its first input, on a fresh scripted model (reset before
-every arm, so the simulated prefix cache starts alike). "calls" are real LLM calls
+every arm, so the simulated prefix cache starts alike; an app whose nodes are async
+only runs with ``ainvoke``). "calls" are real LLM calls
 (served answers are not calls), counted with ``lc.track_usage()``.
 
     python benchmarks/field_apps.py
@@ -31,7 +32,7 @@ from field_apps import (  # noqa: E402
     FINE,
     FieldApp,
     comparable,
-    run_arm,
+    run_app_arm,
     scripted_model,
 )
 
@@ -41,12 +42,12 @@ def measure(app: FieldApp) -> dict[str, Any]:
     inputs = app.inputs[0]
     model = scripted_model()
     builder = app.build(model)
-    original = run_arm(builder.compile(), inputs)
+    original = run_app_arm(app, builder.compile(), inputs)
     graph = lc.capsulize(builder).compile()
     model.reset()
-    fine = run_arm(graph, inputs, FINE)
+    fine = run_app_arm(app, graph, inputs, FINE)
     model.reset()
-    compound = run_arm(graph, inputs, COMPOUND)
+    compound = run_app_arm(app, graph, inputs, COMPOUND)
     return {
         "original": original,
         "compound": compound,

@@ -15,6 +15,7 @@ and ``benchmarks/field_apps.py`` use both.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -23,6 +24,8 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, Field
@@ -734,6 +737,104 @@ def _analysts_from_perspectives(text: str) -> dict[str, Any]:
     }
 
 
+# ================== 10. async map-reduce summaries with LCEL chains and a collapse loop
+class SummaryState(TypedDict, total=False):
+    contents: list[str]
+    summaries: Annotated[list[str], operator.add]
+    collapsed: list[str]
+    final_summary: str
+
+
+class DocState(TypedDict):
+    content: str
+
+
+SUMMARY_WORD_LIMIT = 90
+"""Words of summaries the reduce step takes at once; above it they are collapsed first."""
+
+
+def map_reduce_summary_app(model: BaseChatModel) -> Builder:
+    """Map-reduce summarization (LangChain's summarization tutorial): ``async`` nodes
+    that await LCEL chains (``ChatPromptTemplate | model | StrOutputParser()``), a
+    ``Send`` per document to one map node, a conditional loop that collapses the
+    summaries in batches while they exceed a length limit, then one reduce call. Every
+    node is async only, so the app runs with ``ainvoke`` (or ``astream``)."""
+    llm = lc.CapsuleChatModel(model)
+    map_chain = (
+        ChatPromptTemplate.from_messages(
+            [
+                ("system", "You summarise documents for a news digest in two sentences."),
+                ("human", "Summarise this document:\n\n{context}"),
+            ]
+        )
+        | llm
+        | StrOutputParser()
+    )
+    reduce_chain = (
+        ChatPromptTemplate.from_messages(
+            [("human", "Combine these summaries into one digest of the main themes:\n\n{docs}")]
+        )
+        | llm
+        | StrOutputParser()
+    )
+
+    def words(texts: list[str]) -> int:
+        return sum(len(t.split()) for t in texts)
+
+    async def generate_summary(state: DocState) -> dict[str, Any]:
+        summary = await map_chain.ainvoke({"context": state["content"]})
+        return {"summaries": [summary]}
+
+    def map_summaries(state: SummaryState) -> list[Send]:
+        return [Send("generate_summary", {"content": c}) for c in state["contents"]]
+
+    async def collect_summaries(state: SummaryState) -> dict[str, Any]:
+        return {"collapsed": list(state["summaries"])}
+
+    async def collapse_summaries(state: SummaryState) -> dict[str, Any]:
+        batches: list[list[str]] = [[]]
+        for text in state["collapsed"]:
+            if batches[-1] and words([*batches[-1], text]) > SUMMARY_WORD_LIMIT:
+                batches.append([])
+            batches[-1].append(text)
+        merged = [await reduce_chain.ainvoke({"docs": "\n\n".join(b)}) for b in batches]
+        return {"collapsed": merged}
+
+    def should_collapse(state: SummaryState) -> str:
+        too_long = words(state["collapsed"]) > SUMMARY_WORD_LIMIT
+        return "collapse_summaries" if too_long else "generate_final_summary"
+
+    async def generate_final_summary(state: SummaryState) -> dict[str, Any]:
+        final = await reduce_chain.ainvoke({"docs": "\n\n".join(state["collapsed"])})
+        return {"final_summary": final}
+
+    b = StateGraph(SummaryState)
+    b.add_node("generate_summary", generate_summary)
+    b.add_node("collect_summaries", collect_summaries)
+    b.add_node("collapse_summaries", collapse_summaries)
+    b.add_node("generate_final_summary", generate_final_summary)
+    b.add_conditional_edges(START, map_summaries, ["generate_summary"])
+    b.add_edge("generate_summary", "collect_summaries")
+    b.add_conditional_edges(
+        "collect_summaries", should_collapse, ["collapse_summaries", "generate_final_summary"]
+    )
+    b.add_conditional_edges(
+        "collapse_summaries", should_collapse, ["collapse_summaries", "generate_final_summary"]
+    )
+    b.add_edge("generate_final_summary", END)
+    return b
+
+
+NEWS = (
+    "The city council approved a bus lane on the harbour road after a two-year trial.",
+    "A bakery chain will close four shops and move its ovens to one central kitchen.",
+    "Rain in March was double the average and two rivers flooded farmland upstream.",
+    "The university opened a battery lab funded by a grant of 12 million euros.",
+    "Ferry fares rise by 8 percent in May; season tickets keep their price.",
+    "A local startup raised 3 million euros to build sensors for leaking pipes.",
+)
+
+
 # ============================================================ the registry
 @dataclass(frozen=True)
 class FieldApp:
@@ -748,6 +849,8 @@ class FieldApp:
     (sibling nodes make text or structured calls to one model)."""
     messages: bool = False
     """State holds LangChain messages (ids are random per run: compared without them)."""
+    asynchronous: bool = False
+    """Its nodes are async only: it runs with ``ainvoke``, and ``invoke`` refuses it."""
 
 
 def _chat(*turns: str) -> dict[str, Any]:
@@ -869,6 +972,14 @@ FIELD_APPS: tuple[FieldApp, ...] = (
         messages=False,
     ),
     FieldApp(
+        "map_reduce_summary",
+        "async LCEL chains, Send map, collapse loop",
+        map_reduce_summary_app,
+        ({"contents": list(NEWS)}, {"contents": list(NEWS[:2])}),
+        merges=True,
+        asynchronous=True,
+    ),
+    FieldApp(
         "prompt_chain",
         "prompt chain (linear)",
         prompt_chain_app,
@@ -916,6 +1027,14 @@ async def arun_arm(graph: Any, inputs: Mapping[str, Any], config: Any = None) ->
         state = await graph.ainvoke(dict(inputs), config)
     t = usage.totals()
     return ArmRun(state, int(t["calls"]), int(t["input_tokens"]), int(t["merged_calls"]))
+
+
+def run_app_arm(app: FieldApp, graph: Any, inputs: Mapping[str, Any], config: Any = None) -> ArmRun:
+    """:func:`run_arm`, or :func:`arun_arm` in a fresh event loop for an app whose nodes
+    are async only."""
+    if app.asynchronous:
+        return asyncio.run(arun_arm(graph, inputs, config))
+    return run_arm(graph, inputs, config)
 
 
 def comparable(value: Any, *, content_only: bool = False) -> Any:

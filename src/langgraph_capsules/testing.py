@@ -78,9 +78,11 @@ class ScriptedChatModel(BaseChatModel):
 
     * **Answers.** A plain call is answered by ``respond(prompt_text)`` when given, else
       by the first ``rules`` entry whose key occurs in the prompt, else by a default
-      answer: ``"<first instruction line> :: <digest>"`` followed by ``answer_words``
-      filler words. The digest covers the *set* of the prompt's lines, so a task
-      answered inside a merged prompt gets exactly the answer it gets alone.
+      answer: ``"<head> :: <digest>"`` followed by ``answer_words`` filler words. Both
+      come from the *set* of the prompt's lines (the head is the first eight words of
+      the first line in sorted order), never from their order, so a task answered
+      inside a merged prompt, where its shared context sits apart from its own text,
+      gets exactly the answer it gets alone.
     * **Merged prompts** (built by the standard tier) are answered section by section
       with the same rule applied to each task's own text plus the shared context; a
       call of the sequential tier is answered from its current task plus the shared
@@ -251,9 +253,9 @@ class ScriptedChatModel(BaseChatModel):
         for key, value in self.rules.items():
             if key in text:
                 return value
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-        head = " ".join(first.split()[:8])
-        digest = hashlib.sha1("\n".join(_norm_units(text)).encode()).hexdigest()[:10]
+        units = _norm_units(text)
+        head = " ".join(units[0].split()[:8]) if units else ""
+        digest = hashlib.sha1("\n".join(units).encode()).hexdigest()[:10]
         seed = int(digest, 16)
         filler = " ".join(
             _WORDS[(seed >> (i % 32)) % len(_WORDS) - (i % 3)] for i in range(self.answer_words)
@@ -316,6 +318,11 @@ class ScriptedChatModel(BaseChatModel):
         merged_structured = parse_structured_prompt(messages) if parsed is None else None
         merged = parsed is not None or merged_structured is not None
         if index in self.fail_calls or (merged and self.fail_merged):
+            tasks = parsed.tasks if parsed else merged_structured.tasks if merged_structured else ()
+            with self._lock:  # recorded as what it was asked to be, with no reply
+                self._calls[index] = ScriptedCall(
+                    list(messages), merged, len(tasks) if merged else 1, "", {}, dict(kwargs)
+                )
             raise ScriptedError(f"scripted failure on call {index}")
         turn = parse_sequential_turn(messages) if not merged else None
         tool_calls = None
