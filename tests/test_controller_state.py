@@ -14,8 +14,10 @@ import logging
 import operator
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -52,22 +54,37 @@ class SideState(TypedDict, total=False):
 class SlowStore(InMemoryControllerStore):
     """A store whose appends take a while (a network round trip)."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, *, race: Race | None = None) -> None:
         super().__init__()
         self.delay_s = delay_s
+        self.race = race
 
     def append(self, obs: Observation) -> int:
+        if self.race is not None:  # say the write began, then hold it until note failed
+            self.race.writing.set()
+            self.race.failed.wait(timeout=5)
         time.sleep(self.delay_s)
         return super().append(obs)
 
 
-def side_app(llm: Any, *, side_fails: list[bool] | None = None) -> StateGraph[Any, Any, Any, Any]:
+@dataclass
+class Race:
+    """Orders a gate's store write and a sibling's failure: the sibling fails while the
+    write is under way, whatever the machine's load."""
+
+    writing: threading.Event = field(default_factory=threading.Event)
+    failed: threading.Event = field(default_factory=threading.Event)
+
+
+def side_app(
+    llm: Any, *, side_fails: list[bool] | None = None, race: Race | None = None
+) -> StateGraph[Any, Any, Any, Any]:
     """scoping -> (extractors | side -> note) -> briefer.
 
     ``note`` runs in the same superstep as the group's gate. When ``note`` fails while
     the gate is still writing to the store, LangGraph (``durability="exit"``) discards
     the gate's result and re-runs the gate on resume. ``side_fails`` pops one flag per
-    ``note`` call: True raises."""
+    ``note`` call: True raises (with a ``race``, once the gate's write has begun)."""
 
     def scoping(state: SideState) -> dict[str, Any]:
         r = llm.invoke([SystemMessage("Frame the company."), HumanMessage(state["doc"])])
@@ -86,6 +103,9 @@ def side_app(llm: Any, *, side_fails: list[bool] | None = None) -> StateGraph[An
 
     def note(state: SideState) -> dict[str, Any]:
         if side_fails and side_fails.pop(0):
+            if race is not None:
+                race.writing.wait(timeout=5)
+                race.failed.set()
             raise ScriptedError("note failed")
         r = llm.invoke([SystemMessage("Restate the risk."), HumanMessage(state["side"])])
         return {"note": r.content, "log": ["note"]}
@@ -159,10 +179,13 @@ def test_crash_and_resume_under_provider_faults_records_each_run_once() -> None:
 
 # ------------------------------------------------------------- (b) a gate re-run on resume
 def test_gate_rerun_on_resume_appends_nothing_new() -> None:
+    # note fails while the gate is writing, on any machine (a 20 ms write alone lost
+    # that race under load)
+    race = Race()
     capsules = lc.capsulize(
-        side_app(lc.CapsuleChatModel(ScriptedChatModel()), side_fails=[True]),
+        side_app(lc.CapsuleChatModel(ScriptedChatModel()), side_fails=[True], race=race),
         groups={"arm": list(KINDS)},
-        store=SlowStore(0.02),
+        store=SlowStore(0.02, race=race),
     )
     app = capsules.compile(checkpointer=InMemorySaver())
     runtime = capsules.runtimes["arm"]

@@ -124,26 +124,10 @@ async def test_ainvoke_runs_like_invoke(app: FieldApp, inputs: Mapping[str, Any]
         assert async_.merged_calls >= 1
 
 
-def _content_mark(case: Any) -> Any:
-    app = case.values[0]
-    reasons = {
-        "reviewed_chat": (
-            "defect: the standard tier flattens the conversation into the shared context "
-            "and labels the assistant turn '(Your earlier reply:)', a line the reviewer's "
-            "own call does not have, so the scripted model, which answers from the "
-            "prompt's lines, gives each reviewer another answer than its own call"
-        ),
-    }
-    if app.name in reasons:
-        mark = pytest.mark.xfail(strict=True, reason=reasons[app.name])
-        return pytest.param(*case.values, id=case.id, marks=mark)
-    return case
-
-
 @pytest.mark.parametrize(
     ("app", "inputs"),
     # diligence is left out: no merge happens there (test_compound_makes_fewer_calls)
-    [_content_mark(c) for c in MERGING if c.values[0].name != "diligence"],  # type: ignore[union-attr]
+    [c for c in MERGING if c.values[0].name != "diligence"],  # type: ignore[union-attr]
 )
 def test_compound_answers_each_member_as_its_own_call(
     app: FieldApp, inputs: Mapping[str, Any]

@@ -110,11 +110,11 @@ def test_degrading_group_climbs_the_ladder_and_ends_in_fine() -> None:
     for _ in range(5):
         app.invoke({"doc": DOC})
     assert capsules.explain("arm").state.tier == "standard"
-    scripted.compress = 0.2  # merged answers degrade: escalate to sequential
+    scripted.compress = 0.1  # merged answers degrade: escalate to sequential
     for _ in range(5):
         app.invoke({"doc": DOC})
     assert capsules.explain("arm").state.tier == "sequential"
-    scripted.compress_turns = 0.2  # now per-agent calls degrade too: the top rung fails
+    scripted.compress_turns = 0.1  # now per-agent calls degrade too: the top rung fails
     for _ in range(5):
         app.invoke({"doc": DOC})
     head = ["fine"] * 3 + ["shadow:standard"]

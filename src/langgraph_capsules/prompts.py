@@ -27,6 +27,7 @@ from itertools import pairwise
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 __all__ = [
+    "EARLIER_REPLY_LABEL",
     "MIN_SHARED_WORDS",
     "SharedSplit",
     "estimate_tokens",
@@ -36,6 +37,9 @@ __all__ = [
 
 MIN_SHARED_WORDS = 6
 """Shortest unit (in words) that is hoisted into the shared context."""
+EARLIER_REPLY_LABEL = "(Your earlier reply:)"
+"""The line put before an assistant turn when a call is rendered as text (a merged
+prompt has no roles, so the model's own earlier replies are labelled)."""
 
 _PARA = re.compile(r"\n[ \t]*\n")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -80,7 +84,7 @@ def _render(messages: Sequence[BaseMessage]) -> list[str] | None:
         if isinstance(m, AIMessage):
             if m.tool_calls:
                 return None
-            text = f"(Your earlier reply:)\n{text}"
+            text = f"{EARLIER_REPLY_LABEL}\n{text}"
         elif not isinstance(m, (SystemMessage, HumanMessage)):
             return None  # tool results, function messages: keep such calls unmerged
         paras.extend(p.strip("\n") for p in _PARA.split(text) if p.strip())

@@ -29,7 +29,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, Runn
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from langgraph_capsules.prompts import estimate_tokens, message_text
+from langgraph_capsules.prompts import EARLIER_REPLY_LABEL, estimate_tokens, message_text
 from langgraph_capsules.strategies.sequential import parse_sequential_turn
 from langgraph_capsules.strategies.standard import parse_merged_prompt
 from langgraph_capsules.strategies.structured import (
@@ -69,6 +69,13 @@ def _compress(text: str, share: float | None) -> str:
     return " ".join(words[: max(1, int(len(words) * share))])
 
 
+def _unlabelled(text: str) -> str:
+    """A merged task's text without the labels the merge puts before earlier assistant
+    turns: a solo call carries them as roles, which the scripted model does not read,
+    so a task is answered from the same lines as alone."""
+    return "\n".join(ln for ln in text.split("\n") if ln.strip() != EARLIER_REPLY_LABEL)
+
+
 def _norm_units(text: str) -> list[str]:
     return sorted({" ".join(p.split()) for p in re.split(r"\n[ \t]*\n|\n", text) if p.strip()})
 
@@ -80,7 +87,8 @@ class ScriptedChatModel(BaseChatModel):
       by the first ``rules`` entry whose key occurs in the prompt, else by a default
       answer: ``"<head> :: <digest>"`` followed by ``answer_words`` filler words. Both
       come from the *set* of the prompt's lines (the head is the first eight words of
-      the first line in sorted order), never from their order, so a task answered
+      the first line in sorted order that starts with a letter or digit), never from
+      their order, so a task answered
       inside a merged prompt, where its shared context sits apart from its own text,
       gets exactly the answer it gets alone.
     * **Merged prompts** (built by the standard tier) are answered section by section
@@ -254,7 +262,8 @@ class ScriptedChatModel(BaseChatModel):
             if key in text:
                 return value
         units = _norm_units(text)
-        head = " ".join(units[0].split()[:8]) if units else ""
+        words = [u for u in units if u[:1].isalnum()] or units  # no "###" or "---" lines
+        head = " ".join(words[0].split()[:8]) if words else ""
         digest = hashlib.sha1("\n".join(units).encode()).hexdigest()[:10]
         seed = int(digest, 16)
         filler = " ".join(
@@ -267,7 +276,7 @@ class ScriptedChatModel(BaseChatModel):
         for i, task in enumerate(tasks, 1):
             if i in self.drop_sections:
                 continue
-            body = self.answer_for(f"{task}\n\n{shared}" if shared else task)
+            body = self.answer_for(_unlabelled(f"{task}\n\n{shared}" if shared else task))
             body = _compress(body, self.compress)
             if i in self.empty_sections:
                 body = ""
@@ -343,7 +352,8 @@ class ScriptedChatModel(BaseChatModel):
         elif parsed is not None:
             text = self._merged_reply(parsed.nonce, parsed.shared, parsed.tasks)
         elif turn is not None:  # a per-agent call of the sequential tier: answered as alone
-            text = self.answer_for(f"{turn.task}\n\n{turn.shared}" if turn.shared else turn.task)
+            asked = f"{turn.task}\n\n{turn.shared}" if turn.shared else turn.task
+            text = self.answer_for(_unlabelled(asked))
             text = _compress(text, self.compress_turns)
         else:
             text = self.answer_for("\n\n".join(message_text(m) or "" for m in messages))
