@@ -285,21 +285,18 @@ def code_version() -> str:
     uncommitted changes), so a study built over sittings shows which code made each
     sitting; ``unknown`` outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "benchmarks"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        )
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--", "src", "benchmarks").stdout.strip()
     except OSError:
         return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def study_budgets() -> dict[str, int]:

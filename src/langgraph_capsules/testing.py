@@ -69,10 +69,11 @@ def _compress(text: str, share: float | None) -> str:
     return " ".join(words[: max(1, int(len(words) * share))])
 
 
-def _unlabelled(text: str) -> str:
-    """A merged task's text without the labels the merge puts before earlier assistant
-    turns: a solo call carries them as roles, which the scripted model does not read,
-    so a task is answered from the same lines as alone."""
+def _solo_text(task: str, shared: str) -> str:
+    """The lines a merged task (or a sequential turn) is answered from: its own text and
+    the shared context, without the labels the merge puts before earlier assistant turns
+    (a solo call carries them as roles, which the scripted model does not read)."""
+    text = f"{task}\n\n{shared}" if shared else task
     return "\n".join(ln for ln in text.split("\n") if ln.strip() != EARLIER_REPLY_LABEL)
 
 
@@ -88,9 +89,8 @@ class ScriptedChatModel(BaseChatModel):
       answer: ``"<head> :: <digest>"`` followed by ``answer_words`` filler words. Both
       come from the *set* of the prompt's lines (the head is the first eight words of
       the first line in sorted order that starts with a letter or digit), never from
-      their order, so a task answered
-      inside a merged prompt, where its shared context sits apart from its own text,
-      gets exactly the answer it gets alone.
+      their order, so a task answered inside a merged prompt, where its shared context
+      sits apart from its own text, gets exactly the answer it gets alone.
     * **Merged prompts** (built by the standard tier) are answered section by section
       with the same rule applied to each task's own text plus the shared context; a
       call of the sequential tier is answered from its current task plus the shared
@@ -276,7 +276,7 @@ class ScriptedChatModel(BaseChatModel):
         for i, task in enumerate(tasks, 1):
             if i in self.drop_sections:
                 continue
-            body = self.answer_for(_unlabelled(f"{task}\n\n{shared}" if shared else task))
+            body = self.answer_for(_solo_text(task, shared))
             body = _compress(body, self.compress)
             if i in self.empty_sections:
                 body = ""
@@ -326,11 +326,12 @@ class ScriptedChatModel(BaseChatModel):
         parsed = parse_merged_prompt(messages)
         merged_structured = parse_structured_prompt(messages) if parsed is None else None
         merged = parsed is not None or merged_structured is not None
+        tasks = parsed.tasks if parsed else merged_structured.tasks if merged_structured else ()
+        n_tasks = len(tasks) if merged else 1
         if index in self.fail_calls or (merged and self.fail_merged):
-            tasks = parsed.tasks if parsed else merged_structured.tasks if merged_structured else ()
             with self._lock:  # recorded as what it was asked to be, with no reply
                 self._calls[index] = ScriptedCall(
-                    list(messages), merged, len(tasks) if merged else 1, "", {}, dict(kwargs)
+                    list(messages), merged, n_tasks, "", {}, dict(kwargs)
                 )
             raise ScriptedError(f"scripted failure on call {index}")
         turn = parse_sequential_turn(messages) if not merged else None
@@ -352,8 +353,7 @@ class ScriptedChatModel(BaseChatModel):
         elif parsed is not None:
             text = self._merged_reply(parsed.nonce, parsed.shared, parsed.tasks)
         elif turn is not None:  # a per-agent call of the sequential tier: answered as alone
-            asked = f"{turn.task}\n\n{turn.shared}" if turn.shared else turn.task
-            text = self.answer_for(_unlabelled(asked))
+            text = self.answer_for(_solo_text(turn.task, turn.shared))
             text = _compress(text, self.compress_turns)
         else:
             text = self.answer_for("\n\n".join(message_text(m) or "" for m in messages))
@@ -367,10 +367,9 @@ class ScriptedChatModel(BaseChatModel):
                 kept.append(word)
             text = " ".join(kept)
         usage = self._usage(messages, text)
-        tasks = parsed.tasks if parsed else merged_structured.tasks if merged_structured else ()
         with self._lock:
             self._calls[index] = ScriptedCall(
-                list(messages), merged, len(tasks) if merged else 1, text, usage, dict(kwargs)
+                list(messages), merged, n_tasks, text, usage, dict(kwargs)
             )
         msg = AIMessage(
             content=text,
