@@ -142,7 +142,7 @@ def test_summary_goals_and_per_company_rows() -> None:
     assert summary["mdd"] == pytest.approx(2.5 * (4 / 6 * 0.01**2 / 2) ** 0.5, rel=1e-6)
     goals = {ln.split(" | ")[0].lstrip("| "): ln for ln in report.goal_lines(summary)}
     assert goals["capsules compound: 6 calls per run"].endswith("| yes |")
-    assert "1.08x" in goals["capsules compound: input at most 1.05x LG hand-merged"]
+    assert "1.080x" in goals["capsules compound: input at most 1.05x LG hand-merged"]
     assert goals["capsules compound: input at most 1.05x LG hand-merged"].endswith("| NO |")
     assert goals["capsules compound: output at most 1.0x LG 14-node"].endswith("| yes |")
     # compound is 0.05 below LG 14-node, more than the MDD (0.014)
@@ -290,3 +290,25 @@ def test_cli_defaults_main_job_and_study() -> None:
     study = parser.parse_args(["study"])
     assert (study.companies, study.runs) == (4, 2)
     assert set(study.arms) == {*ci.arms, "declared_fine"}
+
+
+def test_quality_goal_needs_the_interval_low_end_inside_the_mdd_too() -> None:
+    """A mean delta inside the MDD band over an interval reaching far below it is not
+    parity: the goal is met only when both are at or above -MDD."""
+
+    def summary(low: float) -> dict:
+        compound = {"calls": {"median": 6}, "output_tokens_vs_lg14": 0.9}
+        return {
+            "arms": {"lg14": {}, "capsules_compound": compound},
+            "mdd": 0.10,
+            "paired_vs_lg14": {"capsules_compound": {"mean": -0.05, "ci95": [low, 0.02]}},
+            "price_sheets": [],
+        }
+
+    def quality(low: float) -> str:
+        lines = report.goal_lines(summary(low))
+        return next(ln for ln in lines if "quality at least" in ln)
+
+    assert quality(-0.09).endswith("| yes |") and "CI low -0.090" in quality(-0.09)
+    assert quality(-0.15).endswith("| NO |")
+    assert "0.900x" in next(ln for ln in report.goal_lines(summary(-0.09)) if "output" in ln)

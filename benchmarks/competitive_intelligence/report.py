@@ -421,13 +421,19 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
     goals: list[tuple[str, bool | None, str]] = []
 
     def quality_goal(arm: str) -> None:
+        # met when the mean paired delta and the low end of its 95% interval are both at or
+        # above -MDD (as in the due-diligence report): a mean inside the band over an
+        # interval reaching far below it is not parity
         p = paired.get(arm)
         if p and p["mean"] is not None and mdd is not None:
+            low = p["ci95"][0] if p.get("ci95") else None
+            ok = p["mean"] >= -mdd and (low is None or low >= -mdd)
+            ci = "" if low is None else f", 95% CI low {_signed(low)}"
             goals.append(
                 (
                     f"{ARMS[arm]}: quality at least LG 14-node's minus the MDD",
-                    p["mean"] >= -mdd,
-                    f"mean Δ {_signed(p['mean'])}, MDD {mdd:.3f}",
+                    ok,
+                    f"mean Δ {_signed(p['mean'])}{ci}, MDD {mdd:.3f}",
                 )
             )
 
@@ -438,9 +444,9 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
         if "lg6" in arms:
             r = c["input_tokens_vs_lg6"]
             text = "capsules compound: input at most 1.05x LG hand-merged"
-            goals.append((text, r <= 1.05, f"{r:.2f}x"))
+            goals.append((text, r <= 1.05, f"{r:.3f}x"))
         r = c["output_tokens_vs_lg14"]
-        goals.append(("capsules compound: output at most 1.0x LG 14-node", r <= 1.0, f"{r:.2f}x"))
+        goals.append(("capsules compound: output at most 1.0x LG 14-node", r <= 1.0, f"{r:.3f}x"))
         quality_goal("capsules_compound")
     if "declared_fine" in arms and "lg14" in arms and anthropic:
         cost = arms["declared_fine"]["cost"][anthropic]
@@ -449,7 +455,7 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
             (
                 "declared fine: cost at most 0.8x LG 14-node's at the Anthropic price",
                 None if r is None else r <= 0.8,
-                "n/a" if r is None else f"{r:.2f}x",
+                "n/a" if r is None else f"{r:.3f}x",
             )
         )
         quality_goal("declared_fine")
