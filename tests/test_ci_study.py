@@ -312,3 +312,22 @@ def test_quality_goal_needs_the_interval_low_end_inside_the_mdd_too() -> None:
     assert quality(-0.09).endswith("| yes |") and "CI low -0.090" in quality(-0.09)
     assert quality(-0.15).endswith("| NO |")
     assert "0.900x" in next(ln for ln in report.goal_lines(summary(-0.09)) if "output" in ln)
+
+
+def test_a_study_printed_to_a_log_keeps_each_goal_row_on_one_line(tmp_path: Path) -> None:
+    """Recomputing the committed v2 study for a non-terminal console 80 columns wide (a CI
+    log): the goal rows are markdown longer than 80 columns and are printed unwrapped."""
+    import io
+
+    from rich.console import Console
+
+    data = json.loads((ROOT / "docs/results/ci-study-1.5b-v2/results.json").read_text())
+    sink = io.StringIO()
+    report.write_outputs(
+        tmp_path, data["meta"], data["records"], console=Console(file=sink, width=80)
+    )
+    rows = [ln for ln in sink.getvalue().splitlines() if ln.startswith("| ")]
+    goals = [ln for ln in rows if ln.endswith(("| yes |", "| NO |"))]
+    assert len(goals) == 7 and sum(len(ln) > 80 for ln in goals) >= 3
+    assert any(ln.endswith("95% CI low -0.071, MDD 0.151 | yes |") for ln in goals)
+    assert "| capsules compound: input at most 1.05x LG hand-merged | 1.051x | NO |" in goals

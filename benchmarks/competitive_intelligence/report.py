@@ -580,10 +580,14 @@ def write_outputs(
     plot_auto(records, out)
     if console is not None:
         print_table(console, rich_table(summary))
+        # markdown rows are printed unwrapped and literal, like the table, so a log shows
+        # each goal on one line
         if summary["auto_tiers"]:
-            console.print("\n".join(_auto_lines(summary["auto_tiers"])))
+            console.print(
+                "\n".join(_auto_lines(summary["auto_tiers"])), soft_wrap=True, markup=False
+            )
         if "lg14" in summary["arms"]:
-            console.print("\n".join(goal_lines(summary)))
+            console.print("\n".join(goal_lines(summary)), soft_wrap=True, markup=False)
     return summary
 
 
