@@ -591,3 +591,21 @@ def test_a_researcher_forced_to_call_stops_gathering_at_its_first_repeat() -> No
     assert len(executed) == 3  # each call ran once; the repeat was not executed
     assert "Kelvara Sensing AB headcount 2024" in str(executed[-1].content)
     assert out["growth_findings"].startswith("report: ")
+
+
+def test_the_committed_programs_load_with_the_current_prompts(dspy_arm: ModuleType) -> None:
+    """Every program committed in data/dspy was compiled for today's agent prompts (a
+    prompt change without a recompile would make `capsules bench dd` refuse it), and
+    the 1.5B one holds demos for every predictor, as its record says."""
+    saved = sorted(dspy_arm.PROGRAMS_DIR.glob("*.compile.json"))
+    models = {p.name.removesuffix(".compile.json") for p in saved}
+    assert {"scripted", "qwen2.5-coder-1.5b"} <= models
+    for model in models:
+        loaded = dspy_arm.load_compiled(dspy_arm.program_path(model, dspy_arm.PROGRAMS_DIR))
+        assert loaded is not None, model
+        program, info = loaded
+        demos = {n: len(p.demos) for n, p in program.named_predictors()}
+        assert demos == info["demos"] and all(demos.values()), model
+    info = json.loads((dspy_arm.PROGRAMS_DIR / "qwen2.5-coder-1.5b.compile.json").read_text())
+    assert info["budget"]["metric_threshold"] == 0.3
+    assert all(s["quality"] >= 0.3 for s in info["scored"][-1:])
