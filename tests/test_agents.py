@@ -3,6 +3,7 @@ group, tiers (standard, two_phase with tools, sequential), structured output."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from typing import Annotated, Any, TypedDict
 
@@ -196,8 +197,42 @@ def test_two_phase_gathers_with_tools_then_merges_without_them() -> None:
 def test_standard_tier_drops_tools_by_design() -> None:
     scripted = _tool_model()
     capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
-    capsules.compile().invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "compound"}}})
+    capsules.compile().invoke({"doc": DOC}, {"configurable": {"capsules": {"mode": "standard"}}})
     assert _tool_calls(scripted) == 0 and len(scripted.merged_calls) == 1
+    assert capsules.history()[-1]["tier"] == "standard"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_compound_mode_merges_a_tool_group_in_two_phase(asynchronous: bool) -> None:
+    """Mode "compound" is the merged tier that fits the group: with a declared tool
+    agent that is two_phase (its tools are used, then one merged call), not standard,
+    which would drop them; sync and async alike, and explain() says why."""
+    scripted = _tool_model()
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
+    app, config = capsules.compile(), {"configurable": {"capsules": {"mode": "compound"}}}
+    if asynchronous:
+        out = asyncio.run(app.ainvoke({"doc": DOC}, config))
+    else:
+        out = app.invoke({"doc": DOC}, config)
+    gather = [c for c in scripted.calls if c.kwargs.get("tools")]
+    assert len(gather) == 2 and len(scripted.merged_calls) == 1
+    assert "## gathered data" in "".join(_texts(scripted.merged_calls[0]))
+    assert out["entities"] and capsules.history()[-1]["tier"] == "two_phase"
+    # a group without tools still merges in standard under the same mode
+    plain = ScriptedChatModel()
+    other = lc.capsulize(_app(lc.CapsuleChatModel(plain)))
+    other.compile().invoke({"doc": DOC}, config)
+    assert other.history()[-1]["tier"] == "standard"
+    # the controller's locked decision says the same, and why
+    built = capsules.runtimes[capsules.plan.groups[0].name].built_tiers
+    d = lc.decide(
+        [], lc.ControllerPolicy(), mode="compound", n_agents=3, has_tools=True, built_tiers=built
+    )
+    assert d.tier == "two_phase" and "tools" in " ".join(d.reasons)
+    d = lc.decide(
+        [], lc.ControllerPolicy(), mode="standard", n_agents=3, has_tools=True, built_tiers=built
+    )
+    assert d.tier == "standard"
 
 
 def test_auto_picks_two_phase_for_a_tool_group() -> None:

@@ -98,10 +98,18 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
         assert r["finish_reasons"] == {"stop": r["calls"]} and r["failed_stages"] == []
 
     by_arm = {a: [r for r in records if r["arm"] == a] for a in ARMS}
-    # what the scripted model does: tools kept -> every figure; standard drops the tools
-    for arm in ("lg", "capsules_fine", "capsules_compound", "declared_fine", "dspy"):
+    # what the scripted model does: tools kept -> every figure, in every arm: declared
+    # compound merges its tool group in two_phase (its researchers gather with their
+    # tools first), not in standard, which would drop them
+    for arm in ("lg", "capsules_fine", "capsules_compound", "declared_fine", "declared_compound"):
         assert all(r["quality"] == 1.0 for r in by_arm[arm]), arm
-    assert all(r["quality"] < 0.2 for r in by_arm["declared_compound"])
+    assert all(r["quality"] == 1.0 for r in by_arm["dspy"])
+    declared = by_arm["declared_compound"]
+    assert {(r["group_tiers"]["research"], r["group_tiers"]["analysis"]) for r in declared} == {
+        ("two_phase", "standard")
+    }
+    # scoping, 3 gather loops x 4 turns, one merged call per group, the writer
+    assert {r["calls"] for r in declared} == {1 + 3 * 4 + 2 + 1}
     # 1 + 3 x (3 gather turns, the last with nothing new, + the answer) + 3 + 1
     assert {r["calls"] for r in by_arm["lg"]} == {17}
     assert {r["calls"] for r in by_arm["dspy"]} == {DSPY_CALLS_PER_RUN}

@@ -266,7 +266,7 @@ def test_two_phase_gathers_with_tools_then_makes_one_merged_call_per_group() -> 
 
 def test_standard_drops_the_tools_and_scores_lower_than_fine() -> None:
     fine, fine_llm = _fine()
-    out, llm, _ = _capsules({"mode": "compound"})
+    out, llm, _ = _capsules({"mode": "standard"})
     assert len(_tool_bound(fine_llm)) == 3 * 4
     assert _tool_bound(llm) == [] and _tool_results(llm) == []  # tool loss: no tool call
     assert [c.tasks for c in llm.merged_calls] == [3, 3] and len(llm.calls) == 4

@@ -488,7 +488,10 @@ def capsulize(
             the graph runs as the original and the plan says so.
         exclude: Nodes never to group.
         mode: Default controller mode: ``"auto"``,
-            ``"observe"``, ``"fine"``, ``"compound"`` (= standard) or ``"standard"``.
+            ``"observe"``, ``"fine"``, ``"compound"`` or a tier (``"standard"``,
+            ``"two_phase"``, ``"sequential"``). ``"compound"`` is the merged tier that
+            fits each group: ``two_phase`` where a declared member has tools (standard
+            would drop them), ``standard`` elsewhere.
             ``auto`` asks the controller each run (:meth:`CapsuleGraph.explain`).
             A run may override it with
             ``config={"configurable": {"capsules": {"mode": ..., "groups": {g: ...}}}}``.

@@ -109,7 +109,7 @@ def tier_for_mode(mode: str, group: str | None = None) -> Tier:
     if mode in ("auto", "observe", "fine"):
         return "fine"  # without a controller consulted, auto runs fine
     if mode in ("compound", "standard"):
-        return "standard"
+        return "standard"  # a group with a declared tool agent runs "compound" as two_phase
     if mode in ("sequential", "two_phase"):
         # two_phase needs declared agents with tools; for captured plain nodes it runs
         # as sequential (the plan says so)

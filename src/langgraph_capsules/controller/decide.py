@@ -274,13 +274,18 @@ def _locked_compound(mode: str, ctx: Context, state: ControllerState) -> Decisio
                 f"{ctx.n_agents} agent fine",
             ),
         )
-    wanted: Tier = "standard" if mode == "compound" else mode  # type: ignore[assignment]
+    # "compound" is the merged tier that fits: standard would drop a member's tools, so
+    # a tool group gets two_phase (capsules-spec 3.3, rule 5); a named tier is kept
+    fits: Tier = "two_phase" if ctx.has_tools else "standard"
+    wanted: Tier = fits if mode == "compound" else mode  # type: ignore[assignment]
     tier = nearest_built(wanted, ctx.built)
     reasons = [f"mode {mode} is locked: run {tier}; the controller and the judge are bypassed"]
     if tier == "fine":
         reasons = [f"mode {mode} is locked, but no compound tier is built: run fine"]
     elif tier != wanted:
         reasons.append(f"{wanted} is not built; using the nearest built tier {tier}")
+    elif mode == "compound" and tier == "two_phase":
+        reasons.append("a member has tools: compound merges in two_phase (standard drops tools)")
     return Decision(
         tier=tier, shadow=False, shadow_tiers=(), mode=mode, state=state, reasons=tuple(reasons)
     )
