@@ -142,6 +142,7 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
         assert f"\n| {label} | " in report
     assert "BootstrapFewShot: up to 1 bootstrapped demos per predictor" in report
     assert "trainset corvanta" in report and "Goals (issue 13)" in report
+    assert "runs per arm and company: 2\n" in report
     assert (out / "quality_vs_tokens.png").stat().st_size > 0
     assert (programs / "scripted.json").is_file()  # compiled once, saved for the next run
 
@@ -617,3 +618,14 @@ def test_the_committed_programs_load_with_the_current_prompts(dspy_arm: ModuleTy
     info = json.loads((dspy_arm.PROGRAMS_DIR / "qwen2.5-coder-1.5b.compile.json").read_text())
     assert info["budget"]["metric_threshold"] == 0.3
     assert all(s["quality"] >= 0.3 for s in info["scored"][-1:])
+
+
+def test_the_committed_study_reports_runs_per_arm_not_the_last_run_number() -> None:
+    """docs/results/dd-1.5b was built over six sittings, each numbering its runs after
+    the company's last: its highest run number (6) is not how many runs an arm had."""
+    from benchmarks.due_diligence import report
+
+    data = json.loads((ROOT / "docs/results/dd-1.5b/results.json").read_text())
+    text = report.render_report(data["meta"], report.summarize(data["records"]), data["records"])
+    assert data["meta"]["runs"] == 6
+    assert "runs per arm and company: 1 to 3 (see the per-company table)" in text

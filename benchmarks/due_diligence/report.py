@@ -183,6 +183,20 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+def _runs_text(records: Sequence[dict[str, Any]], last: int) -> str:
+    """Runs per arm and company; a study built over sittings numbers each sitting's runs
+    after the company's last, so the highest run number is not a count."""
+    cells: dict[tuple[str, str], int] = {}
+    for r in records:
+        cells[(r["arm"], r["company"])] = cells.get((r["arm"], r["company"]), 0) + 1
+    counts = sorted(set(cells.values()))
+    if not counts:
+        return f"runs per company: {last}"
+    if len(counts) == 1:
+        return f"runs per arm and company: {counts[0]}"
+    return f"runs per arm and company: {counts[0]} to {counts[-1]} (see the per-company table)"
+
+
 def render_report(
     meta: dict[str, Any], summary: dict[str, Any], records: Sequence[dict[str, Any]] = ()
 ) -> str:
@@ -195,7 +209,7 @@ def render_report(
         f"- model: {meta['model']}",
         f"- machine: {meta['machine']}",
         f"- companies: {', '.join(meta['companies'])} (held out: "
-        f"{', '.join(meta['held_out']) or 'none'}); runs per company: {meta['runs']}",
+        f"{', '.join(meta['held_out']) or 'none'}); {_runs_text(records, meta['runs'])}",
     ]
     lines += [
         f"- sitting {s['date']}: `{s['command'] or 'capsules bench dd'}`, {s['records']} "
