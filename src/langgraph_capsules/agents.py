@@ -21,7 +21,8 @@ Tiers (read from the capsule session; outside one the agent runs ``fine``):
   the model's ``with_structured_output``; the provider's prompt-cache hint on the shared
   block (:mod:`langgraph_capsules.cache_hints`);
 * ``standard``: one plain call without tools (tool loss is by design: tool groups
-  belong in two_phase), parked and answered from the group's merged call;
+  belong in two_phase, which mode ``"compound"`` picks for them), parked and answered
+  from the group's merged call;
 * ``two_phase``: a tool-using agent first runs its tool loop with a gather-only
   instruction (phase A, a compact summary of the data), then makes one plain call with
   the gathered data in its tail (phase B, merged with the group); tool-free agents go

@@ -34,8 +34,9 @@ Mode = Literal["auto", "observe", "fine", "compound", "standard", "two_phase", "
 
 * ``auto``: the controller picks the tier per group, run by run.
 * ``observe``: run fine and only record.
-* ``fine`` / ``compound``: locked; ``compound`` means the cheapest built compound
-  tier (``standard``).
+* ``fine`` / ``compound``: locked; ``compound`` means the merged tier that fits each
+  group: ``two_phase`` where a declared member has tools (``standard`` would drop
+  them), ``standard`` elsewhere.
 * ``standard`` / ``two_phase`` / ``sequential``: lock one compound tier explicitly.
 """
 

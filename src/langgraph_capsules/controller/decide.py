@@ -24,7 +24,8 @@ recomputes what ``auto`` would have decided; the run's evidence is then read aga
 
 Modes: ``auto`` (the controller decides); ``observe`` (always fine, record only);
 ``fine`` / ``compound`` / ``standard`` (locked: the controller and the judge are
-bypassed; ``compound`` means the cheapest built compound tier).
+bypassed; ``compound`` means the merged tier that fits: ``two_phase`` for a group with
+tools, ``standard`` otherwise).
 """
 
 from __future__ import annotations
