@@ -412,6 +412,18 @@ def _company_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def quality_within_mdd(
+    mean: float | None, ci95: Sequence[float] | None, mdd: float | None
+) -> bool | None:
+    """Whether a paired quality delta is not below the reference by more than the MDD:
+    the mean and the low end of its 95% interval both at or above -MDD (a mean inside
+    the band over an interval reaching far below it is not parity). ``None`` when the
+    mean or the MDD is unknown."""
+    if mean is None or mdd is None:
+        return None
+    return mean >= -mdd and (not ci95 or ci95[0] >= -mdd)
+
+
 def goal_lines(summary: dict[str, Any]) -> list[str]:
     """The study's goals (capsules compound and declared fine against the LangGraph apps;
     MDD at most 0.05), each marked met or missed with its figure, where the arms ran."""
@@ -421,18 +433,14 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
     goals: list[tuple[str, bool | None, str]] = []
 
     def quality_goal(arm: str) -> None:
-        # met when the mean paired delta and the low end of its 95% interval are both at or
-        # above -MDD (as in the due-diligence report): a mean inside the band over an
-        # interval reaching far below it is not parity
         p = paired.get(arm)
         if p and p["mean"] is not None and mdd is not None:
             low = p["ci95"][0] if p.get("ci95") else None
-            ok = p["mean"] >= -mdd and (low is None or low >= -mdd)
             ci = "" if low is None else f", 95% CI low {_signed(low)}"
             goals.append(
                 (
                     f"{ARMS[arm]}: quality at least LG 14-node's minus the MDD",
-                    ok,
+                    quality_within_mdd(p["mean"], p.get("ci95"), mdd),
                     f"mean Δ {_signed(p['mean'])}{ci}, MDD {mdd:.3f}",
                 )
             )

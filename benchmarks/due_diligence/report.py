@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,7 @@ def _goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
             if arm not in CAPSULE_ARMS:
                 continue
             ratio, delta, ci = v["total_ratio"], v["paired"]["mean"], v["paired"]["ci95"]
-            quality_ok = None if delta is None or mdd is None else delta >= -mdd
-            if quality_ok and ci is not None and ci[0] < -mdd:
-                quality_ok = False
+            quality_ok = ci_report.quality_within_mdd(delta, ci, mdd)
             tokens_ok = None if ratio is None else ratio <= share
             met = None if quality_ok is None or tokens_ok is None else quality_ok and tokens_ok
             out.append(
@@ -186,10 +185,7 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 def _runs_text(records: Sequence[dict[str, Any]], last: int) -> str:
     """Runs per arm and company; a study built over sittings numbers each sitting's runs
     after the company's last, so the highest run number is not a count."""
-    cells: dict[tuple[str, str], int] = {}
-    for r in records:
-        cells[(r["arm"], r["company"])] = cells.get((r["arm"], r["company"]), 0) + 1
-    counts = sorted(set(cells.values()))
+    counts = sorted(set(Counter((r["arm"], r["company"]) for r in records).values()))
     if not counts:
         return f"runs per company: {last}"
     if len(counts) == 1:

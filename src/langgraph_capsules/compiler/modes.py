@@ -104,12 +104,18 @@ def check_run_config(config: RunnableConfig | None, groups: Collection[str]) -> 
         )
 
 
-def tier_for_mode(mode: str, group: str | None = None) -> Tier:
-    """Map a controller mode or tier name to the tier it runs (``bad_mode`` otherwise)."""
+def tier_for_mode(mode: str, group: str | None = None, *, has_tools: bool = False) -> Tier:
+    """Map a controller mode or tier name to the tier it runs (``bad_mode`` otherwise).
+
+    ``has_tools``: the group has a declared tool agent (exactly when two_phase is built).
+    Then ``"compound"``, the merged tier that fits, is two_phase (standard would drop
+    the tools; capsules-spec 3.3, rule 5); an explicit ``"standard"`` stays standard."""
     if mode in ("auto", "observe", "fine"):
         return "fine"  # without a controller consulted, auto runs fine
+    if mode in ("compound", "two_phase") and has_tools:
+        return "two_phase"
     if mode in ("compound", "standard"):
-        return "standard"  # a group with a declared tool agent runs "compound" as two_phase
+        return "standard"
     if mode in ("sequential", "two_phase"):
         # two_phase needs declared agents with tools; for captured plain nodes it runs
         # as sequential (the plan says so)

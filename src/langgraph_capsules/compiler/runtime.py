@@ -185,13 +185,8 @@ class GroupRuntime:
 
     def _locked_plan(self, config: RunnableConfig | None) -> RunPlan | None:
         mode = resolve_mode(config, self.plan.name, self.default_mode)
-        if mode in ("two_phase", "compound") and "two_phase" in self.built_tiers:
-            # "compound" is the merged tier that fits the group: standard would drop a
-            # declared member's tools, so a tool group merges in two_phase (capsules-spec
-            # 3.3, rule 5); an explicit "standard" still runs standard
-            return RunPlan("two_phase")
         if mode != "auto" or self.store is None:
-            return RunPlan(tier_for_mode(mode, self.plan.name))
+            return RunPlan(tier_for_mode(mode, self.plan.name, has_tools=self.has_tools))
         return None
 
     @staticmethod
