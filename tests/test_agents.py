@@ -553,3 +553,31 @@ def test_linear_chain_context_is_predecessor_only_in_the_capsule_graph() -> None
     # the middle agent's predecessor is the first: it keeps what it declared
     analysis = next(c for c in narrowed.calls if "analysis" in _texts(c)[-1])
     assert "## facts" in "".join(_texts(analysis))
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_compound_mode_on_a_tool_group_loses_nothing_when_the_merged_call_fails(
+    asynchronous: bool,
+) -> None:
+    """A provider fault on the two_phase merged call that mode "compound" now makes: each
+    member is answered by its own call (the tool agent with its gathered data), so every
+    output equals the fine run's, sync and async alike."""
+    fine = _app(_tool_model(), entities={"tools": [revenue]}).compile().invoke({"doc": DOC})
+    scripted = _tool_model()
+    scripted.fail_merged = True
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
+    app, config = capsules.compile(), {"configurable": {"capsules": {"mode": "compound"}}}
+    if asynchronous:
+        out = asyncio.run(app.ainvoke({"doc": DOC}, config))
+    else:
+        out = app.invoke({"doc": DOC}, config)
+    assert len(scripted.merged_calls) == 1  # it was attempted, and it raised
+    assert {k: out[k] for k in ("entities", "claims", "signals")} == {
+        k: fine[k] for k in ("entities", "claims", "signals")
+    }
+    last = capsules.history()[-1]
+    assert last["tier"] == "two_phase" and sorted(last["fallback"]) == [
+        "claims",
+        "entities",
+        "signals",
+    ]
