@@ -189,6 +189,35 @@ def test_splitter_needs_each_section_closed_by_the_next_marker() -> None:
     )
 
 
+
+def test_splitter_sees_a_bare_section_line_and_copies_behind_a_rule() -> None:
+    """Traces the fuzz found (CI, 2026-12-04): a marker that lost both its number and its
+    nonce (``### SECTION``) hides the next answer in the section before it, and a copy of
+    an answer glued on after a decoration-only line (``****``) is one paragraph with it,
+    so the paragraph copy check missed it."""
+    from langchain_core.messages import HumanMessage as H
+
+    from langgraph_capsules.strategies import build_merged_prompt, split_reply
+
+    calls = [[H(f"Task {k}: summarise the source text carefully and fully.")] for k in "ab"]
+    prompt = build_merged_prompt(["a", "b"], calls, nonce="abc123")
+    assert prompt is not None
+    a = "the first answer holds nine words of its own text"
+    b = "the second answer holds nine words of its own text"
+    bare = f"### SECTION 2 abc123\n{b}\n\n### SECTION\n{a}"  # reordered, marker 1 stripped
+    assert split_reply(bare, prompt) == ({}, {"a": "missing", "b": "malformed"})
+    for line in ("**SECTION**", "section:", "  ## Section  "):
+        assert split_reply(f"### SECTION 2 abc123\n{b}\n{line}\n{a}", prompt)[0] == {}
+    # a copy of answer 1 under a rule at the end of section 2, and answer 2 written twice
+    glued = f"### SECTION 1 abc123\n{a}\n\n### SECTION 2 abc123\n{b}\n\n****\n{a}"
+    assert split_reply(glued, prompt) == ({}, {"a": "duplicate", "b": "duplicate"})
+    twice = f"### SECTION 1 abc123\n{a}\n\n### SECTION 2 abc123\n{b}\n---\n{b}"
+    assert split_reply(twice, prompt) == ({"a": a}, {"b": "duplicate"})
+    # ordinary structure stays sound: headings, a rule between different paragraphs,
+    # and a short line (under the copy minimum) repeated
+    fine = f"### SECTION 1 abc123\n## Summary\n{a}\n\n***\nSee above.\n\n### SECTION 2 abc123\n{b}"
+    assert split_reply(fine, prompt) == ({"a": f"## Summary\n{a}\n\n***\nSee above.", "b": b}, {})
+
 def test_task_headers_carry_the_nonce_so_source_text_cannot_forge_them() -> None:
     """A source holding the line ``TASK 2`` (or a marker in capitals) shifts nothing: a
     reader of the merged prompt sees exactly the real tasks, each headed with the nonce."""

@@ -13,8 +13,10 @@ end with exactly the answer its own call gives (from its section, or from its re
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import zlib
 from collections import Counter
 from typing import Any, TypedDict
 
@@ -124,7 +126,8 @@ def mutate(text: str, nonce: str, rng: random.Random) -> tuple[Any, dict[str, An
         # reordered with an answer hidden under no marker: if the visible order still
         # looks right, no splitter can know (documented in strategies/standard.py);
         # an out-of-order reply with a missing task is tested by the splitter tests
-        kinds.remove("reorder")
+        # (every draw of it: two "reorder"s and a "drop_marker" once slipped through)
+        kinds = [kind for kind in kinds if kind != "reorder"]
     for kind in kinds:
         labels.append(kind)
         if not secs:
@@ -282,10 +285,16 @@ def _expected(item: str) -> dict[str, str]:
 RUNS = {"standard": 700, "sequential": 300}
 
 
+def _seed(name: str) -> int:
+    """A seed stable across processes (``hash`` of a string is not), shifted by
+    ``CAPSULES_FUZZ_SEED`` to sweep other seeds: ``CAPSULES_FUZZ_SEED=17 pytest ...``."""
+    return zlib.crc32(name.encode()) % 1000 + int(os.environ.get("CAPSULES_FUZZ_SEED", "0"))
+
+
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("tier", ["standard", "sequential"])
 def test_fuzzed_merged_replies_never_give_a_wrong_answer(tier: str, use_async: bool) -> None:
-    seed = hash((tier, use_async)) % 1000
+    seed = _seed(f"{tier}-{use_async}")
     fuzz = FuzzModel(seed=seed)
     capsules = lc.capsulize(build(lc.CapsuleChatModel(fuzz), use_async=use_async))
     app = capsules.compile()
@@ -331,7 +340,7 @@ def _prompt(n: int, nonce: str) -> MergedPrompt:
 def test_splitter_fuzz_accepts_only_true_answers() -> None:
     """5,000 fuzzed replies straight into the splitter: every accepted answer is the true
     answer of its own task."""
-    rng = random.Random(7)
+    rng = random.Random(_seed("splitter"))
     accepted = rejected = 0
     for trial in range(5000):
         n = rng.randint(2, 6)

@@ -17,8 +17,8 @@ forge a task boundary or a section boundary.
   nonce exact, ``i`` at most six digits); a section runs from its marker to the next
   marker, whatever its number;
 * a section whose body holds anything that looks like a marker (``SECTION <digits>``
-  at the start of a line, with a wrong, a missing or a broken nonce) is ``malformed``:
-  it may hold another task's answer;
+  at the start of a line, with a wrong, a missing or a broken nonce, or a line that is
+  the word ``SECTION`` alone) is ``malformed``: it may hold another task's answer;
 * a body that is empty, the skeleton's placeholder, or a non-answer such as ``N/A`` is
   ``empty``;
 * a section must be closed by the next task's marker (the last task's by the end of
@@ -31,8 +31,9 @@ forge a task boundary or a section boundary.
   look in order, can hide an answer in a section no rule can see; the fuzz tests keep
   to what a splitter can know.)
 * a task with two sections of different text is ``duplicate`` (which one is the answer
-  cannot be known); identical repeats count once; an answer of at least
-  :data:`MIN_COPY_WORDS` words that also appears under another task is ``duplicate``;
+  cannot be known); identical repeats count once; an answer holding a paragraph of at
+  least :data:`MIN_COPY_WORDS` words that also appears under another task, or twice in
+  its own section, is ``duplicate`` (a rule line such as ``****`` ends a paragraph);
 * when the reply hit its length limit, the section that runs to the end of the reply
   is ``truncated``; the sections before it are complete and accepted.
 
@@ -109,8 +110,12 @@ _NON_ANSWERS = frozenset(
     {"n/a", "na", "none", "null", "nil", "-", "--", "...", "…", "tbd", "todo", "(empty)"}
 )
 _PLACEHOLDER_RE = re.compile(r"^<\s*your answer to task \d{1,6}\s*>$", re.I)
-_LOOSE_MARKER_RE = re.compile(r"^[ \t>*_#`]*SECTION[ \t]*\d", re.I | re.M)
-"""Anything that looks like a section marker, with or without a (correct) nonce."""
+_LOOSE_MARKER_RE = re.compile(
+    r"^[ \t>*_#`]*SECTION(?:[ \t]*\d|[ \t>*_#`:.\-]*$)", re.I | re.M
+)
+"""Anything that looks like a section marker, with or without a (correct) nonce: a line
+starting with ``SECTION <digits>``, or a line that is only the word ``SECTION`` with its
+decoration (a marker that lost its number and nonce)."""
 
 
 @dataclass(frozen=True)
@@ -415,15 +420,20 @@ def split_reply(
 
 def _copied(body: str, text: str, spans: int) -> bool:
     """Whether a paragraph of at least :data:`MIN_COPY_WORDS` words of ``body`` also
-    appears in the reply outside this task's ``spans`` identical sections."""
-    for para in _PARA_RE.split(body):
+    appears in the reply outside this task's ``spans`` identical sections, or twice in
+    ``body`` itself (an answer written twice, or a copy glued on after a lost marker).
+    Paragraphs end at blank lines and at decoration-only lines (``****``, ``---``)."""
+    for para in _PARA_RE.split("\n" + body):
         p = para.strip()
-        if len(p.split()) >= MIN_COPY_WORDS and text.count(p) > body.count(p) * spans:
+        if len(p.split()) >= MIN_COPY_WORDS and (
+            body.count(p) > 1 or text.count(p) > body.count(p) * spans
+        ):
             return True
     return False
 
 
-_PARA_RE = re.compile(r"\n[ \t]*\n")
+_PARA_RE = re.compile(r"\n(?:[ \t]*(?:[-*_#=~`]{3,}[ \t]*)?\n)+")
+"""A paragraph break: blank lines, or a line of markdown decoration alone."""
 
 
 def _section(raw: str, nonce: str) -> tuple[str, str | None]:
