@@ -89,17 +89,16 @@ MARKER_TOKENS = 16
 """Output allowance per section of a merged call for its marker line."""
 
 _PREAMBLE = (
-    "Answer the {n} independent tasks below in one reply. Follow each task's own "
-    "instructions, format and length as if it were the only task, never refer to "
-    "another task, and give the last task the same care as the first. Start each "
-    "answer with its marker line, exactly as shown at the end, and write nothing "
-    "before the first marker."
+    "Do the {n} independent tasks below in one reply, each as if it were the only "
+    "task, the last with the same care as the first. Start each answer with its "
+    "marker line, as shown at the end."
 )
 SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i} {nonce}"
-_FORMAT_HEAD = "Reply in exactly this format, one section per task:"
+_FORMAT_HEAD = "Reply format, one section per task:"
 _MARKER = "### SECTION {i} {nonce}"
-_SKELETON_BODY = "<your answer to task {i}>"
+_SKELETON_BODY = "..."
+"""A section's body in the reply skeleton (echoed back, it is a non-answer)."""
 MIN_COPY_WORDS = 8
 """An answer of at least this many words that also appears under another task is
 rejected, and so is one holding such a paragraph of another section (a copy error;
@@ -181,7 +180,7 @@ def build_merged_prompt(
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     skeleton = "\n".join(
-        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY.format(i=i)}"
+        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY}"
         for i in range(1, len(members) + 1)
     )
     parts.append(_FORMAT_HEAD + "\n" + skeleton)
