@@ -20,13 +20,24 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
@@ -835,6 +846,131 @@ NEWS = (
 )
 
 
+# ============================================= 11. parallel tool-using analysts
+PRICES = {"NVLX": [101.2, 103.9, 99.4, 107.5], "ORBT": [12.1, 11.8, 12.6, 13.0]}
+HEADLINES = {
+    "NVLX": ["NVLX wins a datacentre order from a cloud provider.", "A rival cuts prices."],
+    "ORBT": ["ORBT delays its launch to the third quarter."],
+}
+
+
+@tool
+def get_prices(ticker: str) -> str:
+    """Closing prices of the last four sessions for ``ticker``."""
+    base = 10 + sum(map(ord, ticker)) % 90  # any other ticker: a series of its own
+    prices = PRICES.get(ticker) or [base + 1.5 * k for k in range(4)]
+    return ", ".join(f"{p:.2f}" for p in prices)
+
+
+@tool
+def get_headlines(ticker: str) -> str:
+    """This week's news headlines about ``ticker``."""
+    return "\n".join(HEADLINES.get(ticker, [f"No major news on {ticker} this week."]))
+
+
+ANALYST_TOOLS = {"market": [get_prices], "news": [get_headlines]}
+"""Each tool-using analyst's tools (its own, bound to the model in its node)."""
+
+
+class AnalystDeskState(TypedDict, total=False):
+    ticker: str
+    market_messages: Annotated[list[AnyMessage], add_messages]
+    news_messages: Annotated[list[AnyMessage], add_messages]
+    market_report: str
+    news_report: str
+    risk_report: str
+    compliance_report: str
+    decision: str
+
+
+def tool_analysts_app(model: BaseChatModel) -> Builder:
+    """Parallel tool-using analysts (the TradingAgents analyst team made parallel, and
+    the research agents of multi-agent research apps): each analyst keeps its own
+    message list, calls ``llm.bind_tools(tools)`` in its node and loops through its own
+    ``ToolNode`` until it answers without a tool call, routed by ``tools_condition``;
+    beside them two tool-free reviewers read the ticker; a join waits for all four and
+    a manager decides. Tool-bound calls are not merged (capsules cannot know whether a
+    reply will be a tool call), so compound merges the two reviewers only."""
+    llm = lc.CapsuleChatModel(model)
+
+    def analyst(name: str) -> Callable[[AnalystDeskState], dict[str, Any]]:
+        key = f"{name}_messages"
+
+        def node(state: AnalystDeskState) -> dict[str, Any]:
+            history = state.get(key) or []  # type: ignore[misc]
+            if not history:
+                history = [HumanMessage(f"Analyse {state['ticker']} for a trade today.")]
+            system = SystemMessage(
+                f"You are the {name} analyst of a trading desk. Use your tools to fetch "
+                "data before you answer, then write a three-line report."
+            )
+            reply = llm.bind_tools(ANALYST_TOOLS[name]).invoke([system, *history])
+            return {key: [*history[len(state.get(key) or []) :], reply]}  # type: ignore[misc]
+
+        return node
+
+    def report(name: str) -> Callable[[AnalystDeskState], dict[str, Any]]:
+        def node(state: AnalystDeskState) -> dict[str, Any]:
+            last = state[f"{name}_messages"][-1]  # type: ignore[literal-required]
+            return {f"{name}_report": str(last.content)}
+
+        return node
+
+    def reviewer(name: str, focus: str) -> Callable[[AnalystDeskState], dict[str, Any]]:
+        def node(state: AnalystDeskState) -> dict[str, Any]:
+            msgs = [
+                SystemMessage(f"You are the desk's {name} reviewer. Be brief."),
+                HumanMessage(f"Ticker: {state['ticker']}. Note {focus} for a trade today."),
+            ]
+            return {f"{name}_report": str(llm.invoke(msgs).content)}
+
+        return node
+
+    def manager(state: AnalystDeskState) -> dict[str, Any]:
+        reports = "\n\n".join(
+            f"{k.removesuffix('_report')}: {state[k]}"  # type: ignore[literal-required]
+            for k in ("market_report", "news_report", "risk_report", "compliance_report")
+        )
+        msgs = [
+            SystemMessage("You are the portfolio manager. Decide buy, hold or sell."),
+            HumanMessage(f"Reports on {state['ticker']}:\n\n{reports}"),
+        ]
+        return {"decision": str(llm.invoke(msgs).content)}
+
+    b = StateGraph(AnalystDeskState)
+    for name, tools in ANALYST_TOOLS.items():
+        b.add_node(f"{name}_analyst", analyst(name))
+        b.add_node(f"{name}_tools", ToolNode(tools, messages_key=f"{name}_messages"))
+        b.add_node(f"{name}_done", report(name))
+        b.add_edge(START, f"{name}_analyst")
+        b.add_conditional_edges(
+            f"{name}_analyst",
+            partial(tools_condition, messages_key=f"{name}_messages"),
+            {"tools": f"{name}_tools", "__end__": f"{name}_done"},
+        )
+        b.add_edge(f"{name}_tools", f"{name}_analyst")
+    for name, focus in (("risk", "the main risks"), ("compliance", "restrictions")):
+        b.add_node(name, reviewer(name, focus))
+        b.add_edge(START, name)
+    b.add_node("manager", manager)
+    b.add_edge(["market_done", "news_done", "risk", "compliance"], "manager")
+    b.add_edge("manager", END)
+    return b
+
+
+def _analyst_tool_calls(messages: list[BaseMessage]) -> list[dict[str, Any]] | None:
+    """The scripted analysts: call their tool once for the ticker, then answer."""
+    if any(isinstance(m, ToolMessage) for m in messages):
+        return None
+    system = str(messages[0].content) if messages else ""
+    found = re.search(r"You are the (\w+) analyst", system)
+    ticker = re.search(r"Analyse (\w+)", str(messages[-1].content))
+    if not found or not ticker or found.group(1) not in ANALYST_TOOLS:
+        return None
+    (tool_,) = ANALYST_TOOLS[found.group(1)]
+    return [{"name": tool_.name, "args": {"ticker": ticker.group(1)}}]
+
+
 # ============================================================ the registry
 @dataclass(frozen=True)
 class FieldApp:
@@ -980,6 +1116,14 @@ FIELD_APPS: tuple[FieldApp, ...] = (
         asynchronous=True,
     ),
     FieldApp(
+        "tool_analysts",
+        "parallel ToolNode loops beside tool-free reviewers",
+        tool_analysts_app,
+        ({"ticker": "NVLX"}, {"ticker": "ORBT"}),
+        merges=True,
+        messages=True,
+    ),
+    FieldApp(
         "prompt_chain",
         "prompt chain (linear)",
         prompt_chain_app,
@@ -996,7 +1140,8 @@ def scripted_model() -> ScriptedChatModel:
         structured_answers={
             "ReportPlan": _plan_from_outline,
             "Perspectives": _analysts_from_perspectives,
-        }
+        },
+        tool_calls_for=_analyst_tool_calls,
     )
 
 
@@ -1038,14 +1183,20 @@ def run_app_arm(app: FieldApp, graph: Any, inputs: Mapping[str, Any], config: An
 
 
 def comparable(value: Any, *, content_only: bool = False) -> Any:
-    """``value`` with each message's random ``id`` dropped; with ``content_only``,
-    messages reduced to (type, name, content)."""
+    """``value`` with each message's random ``id`` and its tool-call ids dropped (the
+    scripted model numbers tool calls in the order parallel branches reach it); with
+    ``content_only``, messages reduced to (type, name, content)."""
     if isinstance(value, Mapping):
         return {k: comparable(v, content_only=content_only) for k, v in value.items()}
     if isinstance(value, list):
         return [comparable(v, content_only=content_only) for v in value]
-    if isinstance(value, AIMessage | HumanMessage | SystemMessage):
+    if isinstance(value, AIMessage | HumanMessage | SystemMessage | ToolMessage):
         if content_only:
             return (value.type, value.name, value.content)
-        return value.model_copy(update={"id": None})
+        update: dict[str, Any] = {"id": None}
+        if isinstance(value, ToolMessage):
+            update["tool_call_id"] = ""
+        elif isinstance(value, AIMessage):
+            update["tool_calls"] = [{**c, "id": None} for c in value.tool_calls]
+        return value.model_copy(update=update)
     return value

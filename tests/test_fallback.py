@@ -189,7 +189,6 @@ def test_splitter_needs_each_section_closed_by_the_next_marker() -> None:
     )
 
 
-
 def test_splitter_sees_a_bare_section_line_and_copies_behind_a_rule() -> None:
     """Traces the fuzz found (CI, 2026-12-04): a marker that lost both its number and its
     nonce (``### SECTION``) hides the next answer in the section before it, and a copy of
@@ -217,6 +216,7 @@ def test_splitter_sees_a_bare_section_line_and_copies_behind_a_rule() -> None:
     # and a short line (under the copy minimum) repeated
     fine = f"### SECTION 1 abc123\n## Summary\n{a}\n\n***\nSee above.\n\n### SECTION 2 abc123\n{b}"
     assert split_reply(fine, prompt) == ({"a": f"## Summary\n{a}\n\n***\nSee above.", "b": b}, {})
+
 
 def test_task_headers_carry_the_nonce_so_source_text_cannot_forge_them() -> None:
     """A source holding the line ``TASK 2`` (or a marker in capitals) shifts nothing: a

@@ -21,6 +21,7 @@ from field_apps import (
     ReportState,
     arun_arm,
     comparable,
+    get_prices,
     run_app_arm,
     run_arm,
     scripted_model,
@@ -29,7 +30,7 @@ from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
 
 import langgraph_capsules as lc
-from langgraph_capsules.testing import ScriptedChatModel
+from langgraph_capsules.testing import ScriptedChatModel, ScriptedError
 
 APPS = {a.name: a for a in FIELD_APPS}
 CASES = [
@@ -91,6 +92,8 @@ EXPECTED_COMPOUND_CALLS: dict[str, Callable[[Mapping[str, Any], ArmRun], int]] =
     "interview_report": lambda i, o: o.calls - 2,
     # the Send map: one merged call for all documents; collapse and reduce as they are
     "map_reduce_summary": lambda i, o: o.calls - len(i["contents"]) + 1,
+    # the two tool-free reviewers -> one call; the analysts' tool loops as they are
+    "tool_analysts": lambda i, o: o.calls - 1,
 }
 
 MERGING = [c for c in CASES if c.values[0].merges]  # type: ignore[union-attr]
@@ -353,3 +356,91 @@ def test_prompt_chain_has_nothing_to_merge(inputs: Mapping[str, Any]) -> None:
     assert compound.state == original.state
     assert (compound.calls, compound.input_tokens) == (original.calls, original.input_tokens)
     assert compound.merged_calls == 0 and not model.merged_calls
+
+
+# ------------------------------------------- tool-using analysts (ToolNode loops)
+AUTO: Any = {"configurable": {"capsules": {"mode": "auto"}}}
+
+
+async def _run(graph: Any, inputs: Mapping[str, Any], config: Any, use_async: bool) -> ArmRun:
+    return await arun_arm(graph, inputs, config) if use_async else run_arm(graph, inputs, config)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_tool_analysts_keep_their_tool_loops_while_the_reviewers_merge(
+    use_async: bool,
+) -> None:
+    """Each analyst's bind_tools -> ToolNode loop runs as in the app (its tool really
+    runs, its tool-bound calls are never merged), the two tool-free reviewers share one
+    merged call, and every mode returns the app's own state, on a new ticker each run."""
+    app = APPS["tool_analysts"]
+    model = scripted_model()
+    builder = app.build(model)
+    capsules = lc.capsulize(builder)
+    (group,) = capsules.plan.groups
+    assert set(group.members) == {"risk", "compliance"}
+    plan = str(capsules.plan)
+    for analyst in ("market_analyst", "news_analyst"):
+        assert f"{analyst}: has conditional out-edges" in plan
+    graph, original_graph = capsules.compile(), builder.compile()
+    for i, mode in enumerate([FINE, COMPOUND, *[AUTO] * 6]):
+        inputs = {"ticker": f"T{i}X{use_async:d}"}  # production traffic: each input new
+        model.reset()
+        original = await _run(original_graph, inputs, None, use_async)
+        model.reset()
+        run = await _run(graph, inputs, mode, use_async)
+        assert comparable(run.state) == comparable(original.state), (i, mode)
+        tool_reply = run.state["market_messages"][2]
+        assert tool_reply.type == "tool" and tool_reply.content == get_prices.invoke(inputs)
+        tool_bound = [c for c in model.calls if c.kwargs.get("tools")]
+        assert len(tool_bound) == 4 and not any(c.merged for c in tool_bound)
+        if mode is COMPOUND:
+            assert [c.tasks for c in model.merged_calls] == [2]
+            assert run.calls == original.calls - 1 == 6
+    assert capsules.history(group.name)[-1]["fallback"] == []
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_tool_analysts_under_provider_faults(use_async: bool) -> None:
+    """A merged reviewers' call that fails falls back to each reviewer's own call; an
+    analyst's call that fails mid-loop raises the provider's error as the app does, and
+    the next run of the same graph is whole (no state left over from the failed one)."""
+    app = APPS["tool_analysts"]
+    broken = {"analyst": False}
+
+    def tool_calls(messages: list[Any]) -> Any:
+        from field_apps import _analyst_tool_calls
+
+        if broken["analyst"] and any(m.type == "tool" for m in messages):
+            raise ScriptedError("provider down after the tool ran")
+        return _analyst_tool_calls(messages)
+
+    model = ScriptedChatModel(fail_merged=True, tool_calls_for=tool_calls)
+    builder = app.build(model)
+    capsules = lc.capsulize(builder)
+    graph, original_graph = capsules.compile(), builder.compile()
+
+    async def fresh(g: Any, inputs: Mapping[str, Any], config: Any, use_async: bool) -> ArmRun:
+        model.reset()  # the simulated prefix cache starts alike for both graphs
+        return await _run(g, inputs, config, use_async)
+
+    inputs = {"ticker": "FLT1"}
+    original = await fresh(original_graph, inputs, None, use_async)
+    run = await fresh(graph, inputs, COMPOUND, use_async)
+    assert comparable(run.state) == comparable(original.state)
+    record = capsules.history("after_start")[-1]
+    assert sorted(record["fallback"]) == ["compliance", "risk"] and record["calls"] == 3
+    assert all("merged call failed" in r for r in record["fallback_reasons"].values())
+
+    broken["analyst"] = True
+    for g in (original_graph, graph):
+        with pytest.raises(ScriptedError, match="provider down"):
+            await fresh(g, {"ticker": "FLT2"}, COMPOUND if g is graph else None, use_async)
+    broken["analyst"] = False
+    model.fail_merged = False
+    inputs = {"ticker": "FLT3"}
+    original = await fresh(original_graph, inputs, None, use_async)
+    run = await fresh(graph, inputs, COMPOUND, use_async)
+    assert comparable(run.state) == comparable(original.state)
+    record = capsules.history("after_start")[-1]
+    assert record["fallback"] == [] and record["error"] is None and record["calls"] == 1

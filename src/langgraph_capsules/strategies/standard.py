@@ -109,9 +109,7 @@ _NON_ANSWERS = frozenset(
     {"n/a", "na", "none", "null", "nil", "-", "--", "...", "…", "tbd", "todo", "(empty)"}
 )
 _PLACEHOLDER_RE = re.compile(r"^<\s*your answer to task \d{1,6}\s*>$", re.I)
-_LOOSE_MARKER_RE = re.compile(
-    r"^[ \t>*_#`]*SECTION(?:[ \t]*\d|[ \t>*_#`:.\-]*$)", re.I | re.M
-)
+_LOOSE_MARKER_RE = re.compile(r"^[ \t>*_#`]*SECTION(?:[ \t]*\d|[ \t>*_#`:.\-]*$)", re.I | re.M)
 """Anything that looks like a section marker, with or without a (correct) nonce: a line
 starting with ``SECTION <digits>``, or a line that is only the word ``SECTION`` with its
 decoration (a marker that lost its number and nonce)."""
@@ -180,8 +178,7 @@ def build_merged_prompt(
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     skeleton = "\n".join(
-        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY}"
-        for i in range(1, len(members) + 1)
+        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY}" for i in range(1, len(members) + 1)
     )
     parts.append(_FORMAT_HEAD + "\n" + skeleton)
     human = "\n\n".join(parts)
