@@ -80,7 +80,7 @@ class SleepyChatModel(BaseChatModel):
         self._calls[0] += 1
         text = messages[-1].content
         if isinstance(text, str) and "\n### SECTION 1 " in text:
-            skeleton = text.rpartition("Reply format")[2]
+            skeleton = text.rpartition("Reply in exactly this format")[2]
             marks = [ln for ln in skeleton.splitlines() if ln.startswith("### SECTION ")]
             text = "\n\n".join(f"{m}\nTask {i}: {_ANSWER}" for i, m in enumerate(marks, 1))
         else:

@@ -88,17 +88,24 @@ WORDS_PER_TOKEN = 0.6
 MARKER_TOKENS = 16
 """Output allowance per section of a merged call for its marker line."""
 
+# A shorter framing (a 32-word preamble, "Reply format, one section per task:", "..." as
+# each skeleton body) was tried on 2026-12-04: the CI study's lens calls sent 1.10x the
+# hand-merged arm's input instead of 1.15x, but 3 of 12 merged calls on the 1.5B model
+# ran to their length limit with the first section unfinished (study v2, this text: 2 of
+# 64). Kept as is until an A/B with enough calls clears a shorter text
+# (docs/results/framing-trial-2026-12-04).
 _PREAMBLE = (
-    "Do the {n} independent tasks below in one reply, each as if it were the only "
-    "task, the last with the same care as the first. Start each answer with its "
-    "marker line, as shown at the end."
+    "Answer the {n} independent tasks below in one reply. Follow each task's own "
+    "instructions, format and length as if it were the only task, never refer to "
+    "another task, and give the last task the same care as the first. Start each "
+    "answer with its marker line, exactly as shown at the end, and write nothing "
+    "before the first marker."
 )
 SHARED_HEAD = "SHARED CONTEXT (applies to every task):"
 _TASK_HEAD = "TASK {i} {nonce}"
-_FORMAT_HEAD = "Reply format, one section per task:"
+_FORMAT_HEAD = "Reply in exactly this format, one section per task:"
 _MARKER = "### SECTION {i} {nonce}"
-_SKELETON_BODY = "..."
-"""A section's body in the reply skeleton (echoed back, it is a non-answer)."""
+_SKELETON_BODY = "<your answer to task {i}>"
 MIN_COPY_WORDS = 8
 """An answer of at least this many words that also appears under another task is
 rejected, and so is one holding such a paragraph of another section (a copy error;
@@ -178,7 +185,8 @@ def build_merged_prompt(
     for i, task in enumerate(split.tasks, 1):
         parts.append(_TASK_HEAD.format(i=i, nonce=nonce) + "\n" + task)
     skeleton = "\n".join(
-        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY}" for i in range(1, len(members) + 1)
+        f"{_MARKER.format(i=i, nonce=nonce)}\n{_SKELETON_BODY.format(i=i)}"
+        for i in range(1, len(members) + 1)
     )
     parts.append(_FORMAT_HEAD + "\n" + skeleton)
     human = "\n\n".join(parts)
