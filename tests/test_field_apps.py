@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from field_apps import (
     scripted_model,
 )
 from langchain_core.messages import AIMessage
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 import langgraph_capsules as lc
@@ -444,3 +446,44 @@ async def test_tool_analysts_under_provider_faults(use_async: bool) -> None:
     assert comparable(run.state) == comparable(original.state)
     record = capsules.history("after_start")[-1]
     assert record["fallback"] == [] and record["error"] is None and record["calls"] == 1
+
+
+# ------------------------------------- checkpointer, history, stream, drawing
+@pytest.mark.parametrize("app", FIELD_APPS, ids=lambda a: a.name)
+async def test_checkpointed_thread_stream_and_drawing_work_as_on_the_original(
+    app: FieldApp,
+) -> None:
+    """Every field app, compiled with a checkpointer, runs one thread through each of its
+    inputs in turn (state carried over, as a chat thread does) in compound mode: the
+    final state, the checkpointed state and its history, the streamed updates of every
+    node a capsule does not serve, and the drawing's original nodes are those of the
+    original app."""
+    model = scripted_model()
+    builder = app.build(model)
+    capsules = lc.capsulize(builder)
+    graphs = {
+        "original": builder.compile(checkpointer=InMemorySaver()),
+        "capsules": capsules.compile(checkpointer=InMemorySaver()),
+    }
+    seen: dict[str, Any] = {}
+    for name, graph in graphs.items():
+        config: Any = {"configurable": {"thread_id": f"{app.name}-1", **COMPOUND["configurable"]}}
+        updated: list[str] = []
+        for inputs in app.inputs:
+            model.reset()
+            async for chunk in graph.astream(dict(inputs), config, stream_mode="updates"):
+                updated.extend(chunk)
+        snapshot = await graph.aget_state(config)
+        history = [s async for s in graph.aget_state_history(config)]
+        assert snapshot.next == () and len(history) > len(app.inputs)
+        originals = Counter(n for n in updated if n in builder.nodes)
+        seen[name] = (comparable(snapshot.values, content_only=True), originals)
+    assert seen["capsules"][0] == seen["original"][0]
+    # members served by a capsule node report no update of their own; the rest do
+    served = {m for g in capsules.plan.groups for m in g.members}
+    served |= {m for g in capsules.plan.dynamic for m in g.members}
+    for node, count in seen["original"][1].items():
+        if node not in served:
+            assert seen["capsules"][1][node] == count, node
+    mermaid = graphs["capsules"].get_graph().draw_mermaid()
+    assert all(node in mermaid for node in builder.nodes)
