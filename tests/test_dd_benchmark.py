@@ -147,6 +147,26 @@ def test_scripted_dry_run_of_every_arm_writes_results_and_report(
     assert (programs / "scripted.json").is_file()  # compiled once, saved for the next run
 
 
+def test_the_auto_arm_reports_the_tier_each_group_settles_on(tmp_path: Path) -> None:
+    """Issue 13's goal names the tier the controller settles on: the auto arm's report
+    gives each group's tier run by run (fine, the shadow switch run, then standard with
+    its gate reading) and the input tokens of each run, shadow calls included."""
+    out = tmp_path / "dd"
+    argv = ["bench", "dd", "--model", "scripted", "--out", str(out), "--runs", "4"]
+    assert capsules_main([*argv, "--arms", "auto", "--company", "quorvia"]) == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    tiers = [r["group_tiers"]["research"] for r in records]
+    assert tiers == ["fine", "fine", "fine+shadow:standard", "standard"]
+    report = (out / "report.md").read_text()
+    assert "Auto arm, quorvia: tier per group over runs" in report
+    for group in ("research", "analysis"):
+        assert f"| {group} | fine | fine | fine+shadow:standard | standard (1.00) |" in report
+    tokens = " | ".join(f"{r['input_tokens']:,}" for r in records)
+    assert f"| input tokens | {tokens} |" in report
+    shadow_run = records[2]["input_tokens"]
+    assert shadow_run > records[0]["input_tokens"] > records[3]["input_tokens"]
+
+
 def test_a_goal_needs_the_quality_interval_inside_the_mdd_too() -> None:
     from benchmarks.due_diligence import report
 

@@ -21,6 +21,7 @@ __all__ = [
     "BUCKETS",
     "HEADERS",
     "arms_in",
+    "auto_lines",
     "auto_trajectory",
     "paired_study",
     "print_table",
@@ -528,7 +529,7 @@ def render_report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         ]
         lines += [f"| {ARMS[a]} | {_with_range(q, 3)} |" for a, q in judged.items()]
     if summary.get("auto_tiers"):
-        lines += _auto_lines(summary["auto_tiers"])
+        lines += auto_lines(summary["auto_tiers"])
         lines += [
             "",
             "The auto arm's totals include its shadow evaluation (the compound tier run "
@@ -592,7 +593,7 @@ def write_outputs(
         # each goal on one line
         if summary["auto_tiers"]:
             console.print(
-                "\n".join(_auto_lines(summary["auto_tiers"])), soft_wrap=True, markup=False
+                "\n".join(auto_lines(summary["auto_tiers"])), soft_wrap=True, markup=False
             )
         if "lg14" in summary["arms"]:
             console.print("\n".join(goal_lines(summary)), soft_wrap=True, markup=False)
@@ -626,7 +627,9 @@ def _cell_text(cell: dict[str, Any]) -> str:
     return cell["tier"] + ("" if q is None else f" ({q:.2f})")
 
 
-def _auto_lines(traj: dict[str, Any]) -> list[str]:
+def auto_lines(traj: dict[str, Any]) -> list[str]:
+    """Markdown tables of :func:`auto_trajectory`: per company, each group's tier (gate
+    reading in brackets) run by run, and the arm's input tokens per run."""
     lines = []
     for company, row in traj.items():
         runs = row["runs"]

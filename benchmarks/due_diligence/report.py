@@ -92,6 +92,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for ref in refs
     }
     summary["goals"] = _goals(summary)
+    summary["auto_tiers"] = ci_report.auto_trajectory(records)
     return summary
 
 
@@ -325,6 +326,15 @@ def render_report(
             ["company", "arm", "runs", "quality", "calls", "input tok", "output tok", "truncated"],
             company_rows,
         ),
+    ]
+    if summary.get("auto_tiers"):
+        lines += [
+            "",
+            "The auto arm (the controller on, one controller for the whole sitting, so it "
+            "carries what it learnt from company to company):",
+            *ci_report.auto_lines(summary["auto_tiers"]),
+        ]
+    lines += [
         "",
         "Token and call figures are medians over (company, run) cells and count every "
         "billed call: for the LangGraph and capsules arms through lc.track_usage, for the "
