@@ -202,18 +202,26 @@ def test_standard_tier_drops_tools_by_design() -> None:
     assert capsules.history()[-1]["tier"] == "standard"
 
 
+COMPOUND_MODE: Any = {"configurable": {"capsules": {"mode": "compound"}}}
+
+
+def _compound_tool_run(scripted: ScriptedChatModel, asynchronous: bool) -> tuple[Any, Any]:
+    """The app whose entities agent has a tool, capsulized, run once in mode compound
+    (``ainvoke`` when ``asynchronous``): the capsule graph and its output."""
+    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
+    app = capsules.compile()
+    if asynchronous:
+        return capsules, asyncio.run(app.ainvoke({"doc": DOC}, COMPOUND_MODE))
+    return capsules, app.invoke({"doc": DOC}, COMPOUND_MODE)
+
+
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_compound_mode_merges_a_tool_group_in_two_phase(asynchronous: bool) -> None:
     """Mode "compound" is the merged tier that fits the group: with a declared tool
     agent that is two_phase (its tools are used, then one merged call), not standard,
     which would drop them; sync and async alike, and explain() says why."""
     scripted = _tool_model()
-    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
-    app, config = capsules.compile(), {"configurable": {"capsules": {"mode": "compound"}}}
-    if asynchronous:
-        out = asyncio.run(app.ainvoke({"doc": DOC}, config))
-    else:
-        out = app.invoke({"doc": DOC}, config)
+    capsules, out = _compound_tool_run(scripted, asynchronous)
     gather = [c for c in scripted.calls if c.kwargs.get("tools")]
     assert len(gather) == 2 and len(scripted.merged_calls) == 1
     assert "## gathered data" in "".join(_texts(scripted.merged_calls[0]))
@@ -221,7 +229,7 @@ def test_compound_mode_merges_a_tool_group_in_two_phase(asynchronous: bool) -> N
     # a group without tools still merges in standard under the same mode
     plain = ScriptedChatModel()
     other = lc.capsulize(_app(lc.CapsuleChatModel(plain)))
-    other.compile().invoke({"doc": DOC}, config)
+    other.compile().invoke({"doc": DOC}, COMPOUND_MODE)
     assert other.history()[-1]["tier"] == "standard"
     # the controller's locked decision says the same, and why
     built = capsules.runtimes[capsules.plan.groups[0].name].built_tiers
@@ -565,12 +573,7 @@ def test_compound_mode_on_a_tool_group_loses_nothing_when_the_merged_call_fails(
     fine = _app(_tool_model(), entities={"tools": [revenue]}).compile().invoke({"doc": DOC})
     scripted = _tool_model()
     scripted.fail_merged = True
-    capsules = lc.capsulize(_app(lc.CapsuleChatModel(scripted), entities={"tools": [revenue]}))
-    app, config = capsules.compile(), {"configurable": {"capsules": {"mode": "compound"}}}
-    if asynchronous:
-        out = asyncio.run(app.ainvoke({"doc": DOC}, config))
-    else:
-        out = app.invoke({"doc": DOC}, config)
+    capsules, out = _compound_tool_run(scripted, asynchronous)
     assert len(scripted.merged_calls) == 1  # it was attempted, and it raised
     assert {k: out[k] for k in ("entities", "claims", "signals")} == {
         k: fine[k] for k in ("entities", "claims", "signals")

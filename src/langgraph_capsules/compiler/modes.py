@@ -8,6 +8,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from langgraph_capsules.controller.tiers import compound_tier
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.types import MODES, Tier
 
@@ -108,13 +109,15 @@ def tier_for_mode(mode: str, group: str | None = None, *, has_tools: bool = Fals
     """Map a controller mode or tier name to the tier it runs (``bad_mode`` otherwise).
 
     ``has_tools``: the group has a declared tool agent (exactly when two_phase is built).
-    Then ``"compound"``, the merged tier that fits, is two_phase (standard would drop
-    the tools; capsules-spec 3.3, rule 5); an explicit ``"standard"`` stays standard."""
+    ``"compound"`` is the merged tier that fits (:func:`compound_tier`: two_phase with
+    tools); an explicit ``"standard"`` stays standard."""
     if mode in ("auto", "observe", "fine"):
         return "fine"  # without a controller consulted, auto runs fine
-    if mode in ("compound", "two_phase") and has_tools:
+    if mode == "compound":
+        return compound_tier(has_tools)
+    if mode == "two_phase" and has_tools:
         return "two_phase"
-    if mode in ("compound", "standard"):
+    if mode == "standard":
         return "standard"
     if mode in ("sequential", "two_phase"):
         # two_phase needs declared agents with tools; for captured plain nodes it runs

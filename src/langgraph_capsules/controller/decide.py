@@ -47,7 +47,7 @@ from langgraph_capsules.controller._replay import (
 )
 from langgraph_capsules.controller.audit import judge_health_reason, judge_paused
 from langgraph_capsules.controller.state import ControllerState
-from langgraph_capsules.controller.tiers import DEFAULT_BUILT_TIERS, nearest_built
+from langgraph_capsules.controller.tiers import DEFAULT_BUILT_TIERS, compound_tier, nearest_built
 from langgraph_capsules.errors import CapsuleConfigError
 from langgraph_capsules.policy import ControllerPolicy
 from langgraph_capsules.types import COMPOUND_TIERS, MODES, Observation, Tier
@@ -275,10 +275,9 @@ def _locked_compound(mode: str, ctx: Context, state: ControllerState) -> Decisio
                 f"{ctx.n_agents} agent fine",
             ),
         )
-    # "compound" is the merged tier that fits: standard would drop a member's tools, so
-    # a tool group gets two_phase (capsules-spec 3.3, rule 5); a named tier is kept
-    fits: Tier = "two_phase" if ctx.has_tools else "standard"
-    wanted: Tier = fits if mode == "compound" else mode  # type: ignore[assignment]
+    # "compound" is the merged tier that fits (two_phase for a tool group); a named
+    # tier is kept
+    wanted: Tier = compound_tier(ctx.has_tools) if mode == "compound" else mode  # type: ignore[assignment]
     tier = nearest_built(wanted, ctx.built)
     reasons = [f"mode {mode} is locked: run {tier}; the controller and the judge are bypassed"]
     if tier == "fine":

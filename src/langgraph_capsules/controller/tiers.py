@@ -19,6 +19,7 @@ __all__ = [
     "MIN_FINE_RUNS_FOR_VERBOSITY",
     "TierChoice",
     "check_built_tiers",
+    "compound_tier",
     "nearest_built",
     "next_higher",
     "next_lower",
@@ -93,6 +94,18 @@ def check_built_tiers(built: Iterable[str]) -> frozenset[Tier]:
 
 def _built_compound(built: frozenset[Tier]) -> list[Tier]:
     return [t for t in COMPOUND_TIERS if t in built]
+
+
+def compound_tier(has_tools: bool) -> Tier:
+    """The merged tier mode ``"compound"`` runs: ``two_phase`` for a group with a
+    declared tool agent (standard would drop its tools; capsules-spec 3.3, rule 5),
+    ``standard`` otherwise.
+
+    Example:
+        >>> compound_tier(True), compound_tier(False)
+        ('two_phase', 'standard')
+    """
+    return "two_phase" if has_tools else "standard"
 
 
 def nearest_built(tier: Tier, built: frozenset[Tier]) -> Tier:
